@@ -1,0 +1,129 @@
+//! Helpers for execbridge tests: free loopback addresses, waiting for a gRPC server to
+//! report SERVING, and running a service future in the background with its own shutdown.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use execbridge_runtime::{ServerConfig, Shutdown};
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+/// A loopback address with a port that was free a moment ago.
+///
+/// # Panics
+/// When no port can be bound at all (the machine is broken for these tests).
+pub fn free_addr() -> SocketAddr {
+    #[allow(clippy::unwrap_used)]
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    #[allow(clippy::unwrap_used)]
+    listener.local_addr().unwrap()
+}
+
+/// A server config on fresh loopback ports with a short grace period.
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        listen: free_addr(),
+        admin_listen: free_addr(),
+        shutdown_grace_secs: 5,
+        ..ServerConfig::default()
+    }
+}
+
+/// A running in-process service and the means to stop it.
+pub struct Running {
+    /// Its gRPC address.
+    pub addr: SocketAddr,
+    /// Fires its shutdown.
+    pub shutdown: Shutdown,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts `run(shutdown)` in the background and waits until `addr` reports SERVING.
+    ///
+    /// # Panics
+    /// When the service does not turn SERVING within 20 s.
+    pub async fn start<F, Fut, E>(addr: SocketAddr, run: F) -> Self
+    where
+        F: FnOnce(Shutdown) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let shutdown = Shutdown::new();
+        let fut = run(shutdown.clone());
+        let handle = tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                panic!("service at {addr} failed: {e}");
+            }
+        });
+        wait_serving(addr, Duration::from_secs(20)).await;
+        Self {
+            addr,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// `http://addr`, for clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A connected channel.
+    ///
+    /// # Panics
+    /// When the service is unreachable.
+    pub async fn channel(&self) -> Channel {
+        #[allow(clippy::unwrap_used)]
+        Channel::from_shared(self.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Fires shutdown and waits for the service to return.
+    ///
+    /// # Panics
+    /// When it does not stop within 10 s.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        #[allow(clippy::unwrap_used)]
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Waits until the gRPC server at `addr` answers the health check with SERVING.
+///
+/// # Panics
+/// When it does not within `timeout`.
+pub async fn wait_serving(addr: SocketAddr, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .expect("a socket address is a valid URI")
+            .connect()
+            .await
+        {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if status.is_ok_and(|s| s == ServingStatus::Serving as i32) {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{addr} not SERVING after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,470 @@
+//! The audit trail: every journaled record, once durable, written to a pluggable sink as a
+//! hash chain, so that removing, reordering or editing an entry is detectable.
+//!
+//! Each entry's `hash` is SHA-256 over the previous entry's hash and the entry's canonical
+//! text (`lsn|sequence|time|kind|account|order_id|client_order_id|payload`); the first
+//! entry chains from 64 zeros. [`verify`] walks a chain and names the first entry that does
+//! not fit.
+//!
+//! Sinks: an SQLite file (the default, embedded), a PostgreSQL table (clusters) and QuestDB
+//! over its line protocol (feature `questdb`, write-only). The journal is the source of
+//! truth and the audit trail a copy: a sink is written on its own thread so a slow sink
+//! never delays an acknowledgement, and at start the trail catches up from the journal
+//! with whatever a crash kept from it.
+
+mod postgres;
+#[cfg(feature = "questdb")]
+mod questdb;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+
+use execbridge_api::v1;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuditSinkKind, ExecutorConfig};
+use crate::journal::{self, Entry, Payload};
+
+pub use self::postgres::PostgresSink;
+#[cfg(feature = "questdb")]
+pub use self::questdb::QuestdbSink;
+pub use self::sqlite::SqliteSink;
+
+/// The hash the first entry chains from.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why the audit trail failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The sink failed.
+    #[error("audit sink {sink}: {message}")]
+    Sink {
+        /// Which sink.
+        sink: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// The journal could not be read for the catch-up.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    /// The sink cannot be read back (QuestDB is write-only here).
+    #[error("the {0} sink cannot be verified from here")]
+    NotReadable(&'static str),
+}
+
+impl AuditError {
+    pub(crate) fn sink(sink: &'static str, e: impl std::fmt::Display) -> Self {
+        Self::Sink {
+            sink,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One entry of the trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The journal record's LSN: strictly increasing, without gaps.
+    pub lsn: u64,
+    /// The order update sequence (0 for admin changes).
+    pub sequence: u64,
+    /// Unix nanoseconds.
+    pub time_nanos: i64,
+    /// What happened ("ORDER_FILLED", "ADMIN_SET_RISK_LIMITS").
+    pub kind: String,
+    /// The account.
+    pub account: String,
+    /// The order, for order events.
+    pub order_id: String,
+    /// The caller's order id, for order events.
+    pub client_order_id: String,
+    /// The details, JSON.
+    pub payload: String,
+    /// The previous entry's hash.
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// The hash this entry must have after `prev_hash`.
+    pub fn expected_hash(&self, prev_hash: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(prev_hash.as_bytes());
+        h.update(b"\n");
+        h.update(
+            format!(
+                "{}|{}|{}|{}|{}|{}|{}|{}",
+                self.lsn,
+                self.sequence,
+                self.time_nanos,
+                self.kind,
+                self.account,
+                self.order_id,
+                self.client_order_id,
+                self.payload
+            )
+            .as_bytes(),
+        );
+        hex::encode(h.finalize())
+    }
+}
+
+/// Builds the unchained entry of a journal record.
+pub fn entry_of(e: &Entry) -> AuditEntry {
+    let time_nanos = e.time.seconds * 1_000_000_000 + i64::from(e.time.nanos);
+    let (sequence, kind, account, order_id, client_order_id, payload) = match &e.payload {
+        Payload::Update(u) => {
+            let order = u.order.clone().unwrap_or_default();
+            let request = order.request.clone().unwrap_or_default();
+            let event = v1::OrderEventType::try_from(u.event)
+                .map(|k| {
+                    k.as_str_name()
+                        .trim_start_matches("ORDER_EVENT_TYPE_")
+                        .to_owned()
+                })
+                .unwrap_or_else(|_| u.event.to_string());
+            let status = v1::OrderStatus::try_from(order.status)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("ORDER_STATUS_")
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            let mut payload = json!({
+                "status": status,
+                "symbol": request.symbol,
+                "venue": request.venue,
+                "side": request.side,
+                "type": request.r#type,
+                "quantity": request.quantity,
+                "price": request.price,
+                "filled_quantity": order.filled_quantity,
+                "average_fill_price": order.average_fill_price,
+                "venue_order_id": order.venue_order_id,
+            });
+            if order.reject_reason != 0 || !order.reject_message.is_empty() {
+                payload["reject_reason"] = json!(
+                    v1::RejectReason::try_from(order.reject_reason)
+                        .map(|r| r.as_str_name())
+                        .unwrap_or_default()
+                );
+                payload["message"] = json!(order.reject_message);
+            }
+            if let Some(fill) = &u.fill {
+                payload["fill"] = json!({
+                    "trade_id": fill.trade_id,
+                    "price": fill.price,
+                    "quantity": fill.quantity,
+                    "fee": fill.fee,
+                    "fee_asset": fill.fee_asset,
+                    "liquidity": fill.liquidity,
+                });
+            }
+            (
+                u.sequence,
+                format!("ORDER_{event}"),
+                request.account,
+                order.order_id,
+                request.client_order_id,
+                payload.to_string(),
+            )
+        }
+        Payload::Admin(a) => {
+            let risk = a.risk.clone().unwrap_or_default();
+            let payload = json!({
+                "principal": a.principal,
+                "correlation_id": a.correlation_id,
+                "reason": a.reason,
+                "state": risk.state,
+                "symbol_states": risk.symbol_states.iter().map(|s| (s.symbol.clone(), s.state)).collect::<Vec<_>>(),
+                "paper_limits": format!("{:?}", risk.paper_limits.unwrap_or_default()),
+                "live_limits": format!("{:?}", risk.live_limits.unwrap_or_default()),
+            });
+            (
+                0,
+                format!("ADMIN_{}", a.action),
+                risk.account,
+                String::new(),
+                String::new(),
+                payload.to_string(),
+            )
+        }
+    };
+    AuditEntry {
+        lsn: e.lsn,
+        sequence,
+        time_nanos,
+        kind,
+        account,
+        order_id,
+        client_order_id,
+        payload,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+/// Where the trail is written.
+pub trait AuditSink: Send {
+    /// The last entry's LSN and hash, `None` for an empty trail.
+    ///
+    /// # Errors
+    /// When the sink cannot be read.
+    fn last(&mut self) -> Result<Option<(u64, String)>, AuditError>;
+    /// Appends entries (already chained, in LSN order) atomically.
+    ///
+    /// # Errors
+    /// When the sink refuses.
+    fn write(&mut self, entries: &[AuditEntry]) -> Result<(), AuditError>;
+    /// Every entry in LSN order, for verification.
+    ///
+    /// # Errors
+    /// When the sink cannot be read back.
+    fn read_all(&mut self) -> Result<Vec<AuditEntry>, AuditError>;
+}
+
+/// Chains entries after (`lsn`, `hash`), skipping those already written.
+struct Chain {
+    last_lsn: u64,
+    last_hash: String,
+}
+
+impl Chain {
+    fn link(&mut self, entries: &[Entry]) -> Vec<AuditEntry> {
+        let mut out = Vec::with_capacity(entries.len());
+        let after = self.last_lsn;
+        for e in entries.iter().filter(|e| e.lsn > after) {
+            let mut entry = entry_of(e);
+            entry.prev_hash = std::mem::take(&mut self.last_hash);
+            entry.hash = entry.expected_hash(&entry.prev_hash);
+            self.last_hash.clone_from(&entry.hash);
+            self.last_lsn = entry.lsn;
+            out.push(entry);
+        }
+        out
+    }
+}
+
+/// Hands durable records to the audit thread.
+#[derive(Clone)]
+pub struct AuditFeed {
+    tx: mpsc::Sender<Vec<Entry>>,
+}
+
+impl AuditFeed {
+    /// Queues a group of durable records (never blocks).
+    pub fn send(&self, entries: &[Entry]) {
+        if self.tx.send(entries.to_vec()).is_err() {
+            tracing::warn!("audit trail stopped; records are only in the journal");
+        }
+    }
+}
+
+/// The running audit trail.
+pub struct Audit {
+    feed: AuditFeed,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// Opens the configured sink.
+///
+/// # Errors
+/// [`AuditError`] when it cannot be opened.
+pub fn open_sink(
+    config: &ExecutorConfig,
+    journal_dir: &Path,
+) -> Result<Option<Box<dyn AuditSink>>, AuditError> {
+    let a = &config.audit;
+    Ok(match a.sink {
+        AuditSinkKind::None => None,
+        AuditSinkKind::Sqlite => {
+            let path = if a.path.as_os_str().is_empty() {
+                journal_dir.join("audit.sqlite")
+            } else {
+                a.path.clone()
+            };
+            Some(Box::new(SqliteSink::open(&path, &a.table)?))
+        }
+        AuditSinkKind::Postgres => Some(Box::new(PostgresSink::connect(&a.url, &a.table)?)),
+        #[cfg(feature = "questdb")]
+        AuditSinkKind::Questdb => Some(Box::new(QuestdbSink::connect(
+            &a.url,
+            &a.table,
+            &journal_dir.join("audit-questdb.state"),
+        )?)),
+        #[cfg(not(feature = "questdb"))]
+        AuditSinkKind::Questdb => {
+            return Err(AuditError::sink(
+                "questdb",
+                "this build has no QuestDB support (cargo feature `questdb`)",
+            ));
+        }
+    })
+}
+
+impl Audit {
+    /// Opens the sink, catches it up from the journal in `journal_dir` (up to `last_lsn`)
+    /// and starts its thread. `None` when auditing is off.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the sink cannot be opened or caught up.
+    pub fn start(
+        config: &ExecutorConfig,
+        journal_dir: &Path,
+        last_lsn: u64,
+    ) -> Result<Option<Self>, AuditError> {
+        let Some(sink) = open_sink(config, journal_dir)? else {
+            return Ok(None);
+        };
+        Self::with_sink(sink, journal_dir, last_lsn).map(Some)
+    }
+
+    /// As [`Audit::start`] with a given sink.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the sink cannot be read or caught up.
+    pub fn with_sink(
+        mut sink: Box<dyn AuditSink>,
+        journal_dir: &Path,
+        last_lsn: u64,
+    ) -> Result<Self, AuditError> {
+        let (last, hash) = sink.last()?.unwrap_or((0, GENESIS.to_owned()));
+        let mut chain = Chain {
+            last_lsn: last,
+            last_hash: hash,
+        };
+        if last < last_lsn {
+            let mut batch = Vec::new();
+            journal::replay(journal_dir, false, |record| {
+                if record.lsn > last
+                    && let Some(entry) = Entry::from_record(record)
+                {
+                    batch.push(entry);
+                    if batch.len() >= 10_000 {
+                        let linked = chain.link(&batch);
+                        batch.clear();
+                        sink.write(&linked).map_err(|e| journal::JournalError::Io {
+                            path: "audit".into(),
+                            message: e.to_string(),
+                        })?;
+                    }
+                }
+                Ok(())
+            })?;
+            let linked = chain.link(&batch);
+            sink.write(&linked)?;
+            tracing::info!(
+                from = last,
+                to = last_lsn,
+                "audit trail caught up from the journal"
+            );
+        }
+        let (tx, rx) = mpsc::channel::<Vec<Entry>>();
+        let thread = thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || {
+                while let Ok(mut group) = rx.recv() {
+                    while let Ok(more) = rx.try_recv() {
+                        group.extend(more);
+                        if group.len() > 50_000 {
+                            break;
+                        }
+                    }
+                    let linked = chain.link(&group);
+                    if let Err(e) = sink.write(&linked) {
+                        // The journal holds everything; the next start catches the trail up.
+                        tracing::error!(error = %e, "audit write failed; the audit trail stops until restart");
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| AuditError::sink("thread", e))?;
+        Ok(Self {
+            feed: AuditFeed { tx },
+            thread: Some(thread),
+        })
+    }
+
+    /// A feed for the journal writer.
+    pub fn feed(&self) -> AuditFeed {
+        self.feed.clone()
+    }
+
+    /// Writes what is queued and stops. The feed held by the journal writer must be gone
+    /// (the journal closed) for this to return.
+    pub fn close(mut self) {
+        drop(self.feed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Entries checked.
+    pub entries: u64,
+    /// The first entry that does not fit, and why.
+    pub first_bad: Option<(u64, String)>,
+}
+
+/// Checks a chain: LSNs without gaps, each `prev_hash` the previous `hash`, each `hash`
+/// recomputed. Stops at the first bad entry.
+pub fn verify_entries(entries: &[AuditEntry]) -> Verdict {
+    let mut prev_hash = GENESIS.to_owned();
+    let mut prev_lsn: Option<u64> = None;
+    for (i, e) in entries.iter().enumerate() {
+        let bad = |why: String| Verdict {
+            entries: i as u64,
+            first_bad: Some((e.lsn, why)),
+        };
+        if let Some(p) = prev_lsn
+            && e.lsn != p + 1
+        {
+            return bad(format!("lsn {} follows {p}: entries are missing", e.lsn));
+        }
+        if e.prev_hash != prev_hash {
+            return bad("prev_hash is not the previous entry's hash".into());
+        }
+        if e.hash != e.expected_hash(&prev_hash) {
+            return bad("hash does not match the entry's content".into());
+        }
+        prev_hash.clone_from(&e.hash);
+        prev_lsn = Some(e.lsn);
+    }
+    Verdict {
+        entries: entries.len() as u64,
+        first_bad: None,
+    }
+}
+
+/// Verifies the trail at `target`: an SQLite file path, or a `postgres://` /
+/// `postgresql://` / `host=...` connection string.
+///
+/// # Errors
+/// [`AuditError`] when the trail cannot be read.
+pub fn verify(target: &str, table: &str) -> Result<Verdict, AuditError> {
+    let mut sink: Box<dyn AuditSink> = if target.starts_with("postgres://")
+        || target.starts_with("postgresql://")
+        || target.starts_with("host=")
+    {
+        Box::new(PostgresSink::connect(target, table)?)
+    } else {
+        if !Path::new(target).exists() {
+            return Err(AuditError::sink(
+                "sqlite",
+                format!("{target} does not exist"),
+            ));
+        }
+        Box::new(SqliteSink::open(Path::new(target), table)?)
+    };
+    Ok(verify_entries(&sink.read_all()?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,548 @@
+//! The durable journal: every record is appended, checksummed and fdatasync'd before the
+//! executor tells anyone about it or sends the order to a venue.
+//!
+//! # Format
+//! Segment files `journal-<first lsn, 20 digits>.log` in one directory. Each record is
+//! framed as `[length u32 LE][crc32c of the payload u32 LE][payload]`, the payload being a
+//! protobuf [`JournalRecord`] (`proto/execbridge/internal/v1/journal.proto`). A new segment
+//! starts once the current one passes `journal.segment_bytes`; its directory entry is
+//! fsync'd before records go into it.
+//!
+//! # Why a log and not an embedded store
+//! The executor writes records once, in order, and reads them back once, in order, at
+//! start: the access pattern of a log. A log gives one `write` and one `fdatasync` per group
+//! of records with no write amplification, no compaction and no background threads that
+//! could stall a commit; group commit and the fsync-failure policy are ours, in ~one page
+//! of code, instead of hidden in a store's transaction layer (SQLite, redb or RocksDB would
+//! each want one fsync per transaction, which we would batch ourselves anyway, and their
+//! behaviour after a failed fsync is theirs). What we give up (indexes, random reads) the
+//! executor does not need: state lives in memory and is rebuilt by replay. The price is the
+//! recovery code: a length and a CRC per record find a torn tail after a crash, which is
+//! cut off; damage anywhere else stops the start with the segment and offset named.
+//!
+//! # Group commit and fail-stop
+//! The engine queues records (under its lock, so the log order is the sequence order) on a
+//! channel to one writer thread. The writer takes everything queued, writes it with one
+//! `write`, calls `fdatasync` once, then advances the durable LSN that waiters watch and
+//! hands the records to subscribers and the audit trail. While it syncs, new records queue
+//! up for the next group: the engine lock is never held across an fsync.
+//!
+//! After a failed write or fdatasync the writer stops for good (a retried fsync can report
+//! success for data the kernel already dropped): the durable LSN never advances again,
+//! every waiter gets [`JournalError::Failed`], and the executor turns not-ready.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use execbridge_api::internal::v1::journal_record::Entry as RecordEntry;
+use execbridge_api::internal::v1::{AdminChange, JournalRecord};
+use execbridge_api::v1;
+use prost::Message;
+use tokio::sync::watch;
+
+/// Bytes of the frame header: length and CRC.
+const HEADER: usize = 8;
+/// Largest record accepted on read: anything larger is damage, not data.
+const MAX_RECORD: usize = 16 * 1024 * 1024;
+
+/// Why the journal failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// A file operation failed.
+    #[error("journal {path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// A record is damaged somewhere other than the tail of the last segment.
+    #[error("journal {path} is damaged at byte {offset}: {reason}")]
+    Corrupt {
+        /// The segment.
+        path: String,
+        /// Where.
+        offset: u64,
+        /// What was found.
+        reason: String,
+    },
+    /// The writer stopped after a write or fsync error; nothing is acknowledged any more.
+    #[error("the journal stopped after a failed write or fsync: {0}")]
+    Failed(Arc<str>),
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> JournalError {
+    JournalError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// What one journal record carries, as the engine produces it.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// An order update (published to subscribers once durable).
+    Update(Arc<v1::OrderUpdate>),
+    /// An admin change.
+    Admin(Arc<AdminChange>),
+}
+
+/// One record on its way to the journal.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its log sequence number.
+    pub lsn: u64,
+    /// When it was made.
+    pub time: prost_types::Timestamp,
+    /// What it says.
+    pub payload: Payload,
+}
+
+impl Entry {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        // Encode the record by reference: JournalRecord { lsn = 1, time = 2, update = 3 |
+        // admin = 4 }, without cloning the update into an owned message.
+        let mut body = Vec::with_capacity(512);
+        prost::encoding::uint64::encode(1, &self.lsn, &mut body);
+        prost::encoding::message::encode(2, &self.time, &mut body);
+        match &self.payload {
+            Payload::Update(u) => prost::encoding::message::encode(3, &**u, &mut body),
+            Payload::Admin(a) => prost::encoding::message::encode(4, &**a, &mut body),
+        }
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        buf.extend_from_slice(&body);
+    }
+
+    /// The entry of a decoded record; `None` for a record without a payload.
+    pub fn from_record(record: JournalRecord) -> Option<Self> {
+        let payload = match record.entry? {
+            RecordEntry::Update(u) => Payload::Update(Arc::new(u)),
+            RecordEntry::Admin(a) => Payload::Admin(Arc::new(a)),
+        };
+        Some(Self {
+            lsn: record.lsn,
+            time: record.time.unwrap_or_default(),
+            payload,
+        })
+    }
+}
+
+/// The durable position, or why there will be no more.
+#[derive(Debug, Clone, Default)]
+pub struct Durable {
+    /// Every record up to this LSN is on disk.
+    pub lsn: u64,
+    /// Set once the writer has stopped on an error.
+    pub failed: Option<Arc<str>>,
+}
+
+/// Receives each group of records once it is durable, in LSN order (on the writer thread).
+pub trait AfterSync: Send + 'static {
+    /// Called with the records of one group commit, after their fdatasync.
+    fn synced(&mut self, entries: &[Entry]);
+}
+
+enum Msg {
+    Append(Vec<Entry>),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Options of the writer.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// fdatasync each group.
+    pub fsync: bool,
+    /// Rotate after this many bytes.
+    pub segment_bytes: u64,
+    /// Most records per group.
+    pub max_batch: usize,
+}
+
+/// The handle the engine appends through.
+pub struct Journal {
+    tx: Option<mpsc::Sender<Msg>>,
+    durable: watch::Receiver<Durable>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+fn segment_name(first_lsn: u64) -> String {
+    format!("journal-{first_lsn:020}.log")
+}
+
+/// The segment files of `dir`, oldest first.
+///
+/// # Errors
+/// When the directory cannot be listed.
+pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| io_error(dir, &e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("journal-") && n.ends_with(".log"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Reads every record of `dir` in order, calling `each` with it. A torn tail of the last
+/// segment is cut off (`truncate`) or ignored; damage elsewhere is an error.
+///
+/// Returns the last LSN read (0 for an empty journal).
+///
+/// # Errors
+/// [`JournalError`] for unreadable files and damage before the tail.
+pub fn replay(
+    dir: &Path,
+    truncate: bool,
+    mut each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
+) -> Result<u64, JournalError> {
+    let files = segments(dir)?;
+    let mut last = 0;
+    for (i, path) in files.iter().enumerate() {
+        let is_last = i + 1 == files.len();
+        let mut data = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(|e| io_error(path, &e))?;
+        let mut offset = 0usize;
+        while offset < data.len() {
+            let damage = |reason: String| JournalError::Corrupt {
+                path: path.display().to_string(),
+                offset: offset as u64,
+                reason,
+            };
+            let frame = frame_at(&data, offset);
+            let (body, next) = match frame {
+                Ok(v) => v,
+                Err(reason) if is_last => {
+                    tracing::warn!(path = %path.display(), offset, reason, "cutting off a torn journal tail");
+                    if truncate {
+                        OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .and_then(|f| {
+                                f.set_len(offset as u64)?;
+                                f.sync_all()
+                            })
+                            .map_err(|e| io_error(path, &e))?;
+                    }
+                    break;
+                }
+                Err(reason) => return Err(damage(reason)),
+            };
+            let record = JournalRecord::decode(body).map_err(|e| damage(e.to_string()))?;
+            if record.lsn != last + 1 && last != 0 {
+                return Err(damage(format!(
+                    "lsn {} follows {last}: records are missing",
+                    record.lsn
+                )));
+            }
+            last = record.lsn;
+            each(record)?;
+            offset = next;
+        }
+    }
+    Ok(last)
+}
+
+fn frame_at(data: &[u8], offset: usize) -> Result<(&[u8], usize), String> {
+    let header = data
+        .get(offset..offset + HEADER)
+        .ok_or("a partial record header")?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD {
+        return Err(format!("a record length of {len} bytes"));
+    }
+    let body = data
+        .get(offset + HEADER..offset + HEADER + len)
+        .ok_or("a partial record")?;
+    if crc32c::crc32c(body) != crc {
+        return Err("a checksum mismatch".into());
+    }
+    Ok((body, offset + HEADER + len))
+}
+
+/// Reads the order updates with sequence in `from..=to` back from the journal: resuming
+/// subscribers older than the in-memory window.
+///
+/// # Errors
+/// [`JournalError`] when the journal cannot be read.
+pub fn read_updates(
+    dir: &Path,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Arc<v1::OrderUpdate>>, JournalError> {
+    let mut out = Vec::new();
+    replay(dir, false, |record| {
+        if let Some(RecordEntry::Update(u)) = record.entry
+            && (from..=to).contains(&u.sequence)
+        {
+            out.push(Arc::new(u));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, &e))
+}
+
+struct Writer {
+    dir: PathBuf,
+    options: Options,
+    file: File,
+    path: PathBuf,
+    written: u64,
+    durable: watch::Sender<Durable>,
+    after: Box<dyn AfterSync>,
+}
+
+impl Writer {
+    fn open_segment(dir: &Path, first_lsn: u64) -> Result<(File, PathBuf, u64), JournalError> {
+        let path = dir.join(segment_name(first_lsn));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, &e))?;
+        let len = file.metadata().map_err(|e| io_error(&path, &e))?.len();
+        fsync_dir(dir)?;
+        Ok((file, path, len))
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut group: Vec<Entry> = Vec::new();
+        let mut flushes = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut take = |msg: Msg, group: &mut Vec<Entry>| match msg {
+                Msg::Append(entries) => group.extend(entries),
+                Msg::Flush(done) => flushes.push(done),
+            };
+            take(first, &mut group);
+            while group.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => take(msg, &mut group),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                let metrics = crate::metrics::get();
+                metrics.journal_queue.sub(group.len() as i64);
+                metrics.journal_batch.observe(group.len() as f64);
+                buf.clear();
+                for entry in &group {
+                    entry.encode(&mut buf);
+                }
+                if let Err(e) = self.commit(&buf) {
+                    tracing::error!(error = %e, "journal write failed; the executor stops acknowledging (fail-stop)");
+                    let reason: Arc<str> = e.to_string().into();
+                    self.durable.send_modify(|d| d.failed = Some(reason));
+                    return;
+                }
+                let last = group.last().map_or(0, |e| e.lsn);
+                // Subscribers and the audit trail hear of the records before any waiter is
+                // released, so whoever saw its call complete also finds its update
+                // published.
+                self.after.synced(&group);
+                self.durable.send_modify(|d| d.lsn = last);
+                group.clear();
+                if self.written >= self.options.segment_bytes
+                    && let Err(e) = self.rotate(last + 1)
+                {
+                    tracing::error!(error = %e, "journal rotation failed (fail-stop)");
+                    let reason: Arc<str> = e.to_string().into();
+                    self.durable.send_modify(|d| d.failed = Some(reason));
+                    return;
+                }
+            }
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn commit(&mut self, buf: &[u8]) -> Result<(), JournalError> {
+        self.file
+            .write_all(buf)
+            .map_err(|e| io_error(&self.path, &e))?;
+        if self.options.fsync {
+            // Never retried: see the module docs.
+            let started = std::time::Instant::now();
+            self.file
+                .sync_data()
+                .map_err(|e| io_error(&self.path, &e))?;
+            crate::metrics::get()
+                .journal_fsync
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self, next_lsn: u64) -> Result<(), JournalError> {
+        let (file, path, len) = Self::open_segment(&self.dir, next_lsn)?;
+        self.file = file;
+        self.path = path;
+        self.written = len;
+        Ok(())
+    }
+}
+
+impl Journal {
+    /// Starts the writer on `dir` (created if missing), appending after `last_lsn`.
+    ///
+    /// # Errors
+    /// [`JournalError::Io`] when the directory or the segment cannot be opened.
+    pub fn start(
+        dir: &Path,
+        last_lsn: u64,
+        options: Options,
+        after: Box<dyn AfterSync>,
+    ) -> Result<Self, JournalError> {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+        let existing = segments(dir)?;
+        let (file, path, written) = match existing.last() {
+            Some(path) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| io_error(path, &e))?;
+                let len = file.metadata().map_err(|e| io_error(path, &e))?.len();
+                (file, path.clone(), len)
+            }
+            None => Writer::open_segment(dir, last_lsn + 1)?,
+        };
+        let (durable_tx, durable) = watch::channel(Durable {
+            lsn: last_lsn,
+            failed: None,
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            dir: dir.to_owned(),
+            options,
+            file,
+            path,
+            written,
+            durable: durable_tx,
+            after,
+        };
+        let thread = thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| io_error(dir, &e))?;
+        Ok(Self {
+            tx: Some(tx),
+            durable,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `entries` (already in LSN order) for the next group commit. Call it under
+    /// the lock that assigned the LSNs, so groups reach the writer in order.
+    ///
+    /// # Errors
+    /// [`JournalError::Failed`] once the writer has stopped.
+    pub fn append(&self, entries: Vec<Entry>) -> Result<(), JournalError> {
+        if self.durable.borrow().failed.is_some() {
+            return Err(self.failure());
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let queued = entries.len() as i64;
+        crate::metrics::get().journal_queue.add(queued);
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(Msg::Append(entries)).ok())
+            .ok_or_else(|| self.failure())
+    }
+
+    fn failure(&self) -> JournalError {
+        JournalError::Failed(
+            self.durable
+                .borrow()
+                .failed
+                .clone()
+                .unwrap_or_else(|| "the journal writer is stopped".into()),
+        )
+    }
+
+    /// The reason the writer stopped, if it did.
+    pub fn failed(&self) -> Option<Arc<str>> {
+        self.durable.borrow().failed.clone()
+    }
+
+    /// The durable LSN.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable.borrow().lsn
+    }
+
+    /// A receiver of the durable position (for readiness and waiters).
+    pub fn watch(&self) -> watch::Receiver<Durable> {
+        self.durable.clone()
+    }
+
+    /// Completes once every record up to `lsn` is durable. Cancellation safe (it only
+    /// watches).
+    ///
+    /// # Errors
+    /// [`JournalError::Failed`] when the writer stopped before reaching `lsn`.
+    pub async fn wait(&self, lsn: u64) -> Result<(), JournalError> {
+        wait_durable(self.durable.clone(), lsn).await
+    }
+
+    /// Writes and syncs everything queued so far, then stops the writer.
+    pub fn close(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let (done_tx, done_rx) = mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(done_tx)).is_ok() {
+                let _ = done_rx.recv();
+            }
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Waits on a durable-position receiver until `lsn` is durable.
+///
+/// # Errors
+/// [`JournalError::Failed`] when the writer stopped before reaching it.
+pub async fn wait_durable(mut rx: watch::Receiver<Durable>, lsn: u64) -> Result<(), JournalError> {
+    let state = rx
+        .wait_for(|d| d.lsn >= lsn || d.failed.is_some())
+        .await
+        .map_err(|_| JournalError::Failed("the journal writer is gone".into()))?
+        .clone();
+    if state.lsn >= lsn {
+        Ok(())
+    } else {
+        Err(JournalError::Failed(
+            state.failed.unwrap_or_else(|| "stopped".into()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! The executor's Prometheus metrics: one set per process, created on first use and
+//! registered in the admin registry by [`register`].
+//!
+//! Process-wide rather than passed around: the journal writer thread, the engine and the
+//! price follower all record into it, and threading a handle through each constructor
+//! would touch every test that builds them. Several shards in one process (tests) share
+//! the series.
+
+use std::sync::LazyLock;
+
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The metrics.
+pub struct Metrics {
+    /// Durable order state changes by the status entered, venue and reject reason.
+    pub orders: IntCounterVec,
+    /// Orders refused by the pre-trade risk check, by reason.
+    pub risk_denials: IntCounterVec,
+    /// Time of one fdatasync of a journal group commit.
+    pub journal_fsync: Histogram,
+    /// Records per journal group commit.
+    pub journal_batch: Histogram,
+    /// Records queued for the journal writer and not yet durable.
+    pub journal_queue: IntGauge,
+    /// Reconnections to marketdata after the price feed was lost.
+    pub marketdata_reconnects: IntCounter,
+    /// Open order-update streams (the gateways' subscriptions).
+    pub update_subscribers: IntGauge,
+}
+
+#[allow(clippy::expect_used)]
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    orders: IntCounterVec::new(
+        Opts::new(
+            "executor_orders_total",
+            "Durable order state changes, by the status entered, venue and reject reason \
+             (NONE unless rejected)",
+        ),
+        &["status", "venue", "reason"],
+    )
+    .expect("static metric"),
+    risk_denials: IntCounterVec::new(
+        Opts::new(
+            "executor_risk_denials_total",
+            "Orders refused by the pre-trade risk check, by reason",
+        ),
+        &["reason"],
+    )
+    .expect("static metric"),
+    journal_fsync: Histogram::with_opts(
+        HistogramOpts::new(
+            "executor_journal_fsync_seconds",
+            "Time of one fdatasync of a journal group commit",
+        )
+        .buckets(vec![
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 1.0,
+        ]),
+    )
+    .expect("static metric"),
+    journal_batch: Histogram::with_opts(
+        HistogramOpts::new(
+            "executor_journal_batch_records",
+            "Records per journal group commit",
+        )
+        .buckets(vec![
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+        ]),
+    )
+    .expect("static metric"),
+    journal_queue: IntGauge::new(
+        "executor_journal_queue_records",
+        "Records queued for the journal writer and not yet durable",
+    )
+    .expect("static metric"),
+    marketdata_reconnects: IntCounter::new(
+        "executor_marketdata_reconnects_total",
+        "Reconnections to marketdata after the price feed was lost",
+    )
+    .expect("static metric"),
+    update_subscribers: IntGauge::new(
+        "executor_order_update_subscribers",
+        "Open order-update streams (the gateways' subscriptions)",
+    )
+    .expect("static metric"),
+});
+
+/// The metrics of this process.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+/// Registers the metrics in `registry` (the admin port's).
+pub fn register(registry: &Registry) {
+    let m = get();
+    let collectors: Vec<Box<dyn Collector>> = vec![
+        Box::new(m.orders.clone()),
+        Box::new(m.risk_denials.clone()),
+        Box::new(m.journal_fsync.clone()),
+        Box::new(m.journal_batch.clone()),
+        Box::new(m.journal_queue.clone()),
+        Box::new(m.marketdata_reconnects.clone()),
+        Box::new(m.update_subscribers.clone()),
+    ];
+    for c in collectors {
+        // Only a duplicate name fails, which a fresh registry never has.
+        let _ = registry.register(c);
+    }
+}
+
+/// Counts a durable order update.
+pub fn order_update(update: &execbridge_api::v1::OrderUpdate) {
+    let Some(order) = &update.order else {
+        return;
+    };
+    let status = execbridge_api::v1::OrderStatus::try_from(order.status)
+        .map_or("UNKNOWN", |s| s.as_str_name());
+    let reason = execbridge_api::v1::RejectReason::try_from(order.reject_reason)
+        .map_or("UNKNOWN", |r| r.as_str_name());
+    // An unknown venue is whatever the caller typed: keep the label set bounded.
+    let venue = match order.request.as_ref() {
+        _ if order.reject_reason == execbridge_api::v1::RejectReason::UnknownVenue as i32 => {
+            "unknown"
+        }
+        Some(r) => r.venue.as_str(),
+        None => "",
+    };
+    get()
+        .orders
+        .with_label_values(&[
+            strip(status, "ORDER_STATUS_"),
+            venue,
+            strip(reason, "REJECT_REASON_"),
+        ])
+        .inc();
+}
+
+/// `name` without the proto enum prefix ("ORDER_STATUS_FILLED" -> "FILLED"); the
+/// unspecified reason reads "NONE".
+pub fn strip<'a>(name: &'a str, prefix: &str) -> &'a str {
+    match name.strip_prefix(prefix).unwrap_or(name) {
+        "UNSPECIFIED" => "NONE",
+        short => short,
+    }
+}
+
+/// Counts an order refused by risk.
+pub fn risk_denial(reason: execbridge_domain::RejectReason) {
+    let name = execbridge_api::convert::reject_reason_to_proto(reason).as_str_name();
+    get()
+        .risk_denials
+        .with_label_values(&[strip(name, "REJECT_REASON_")])
+        .inc();
+}
+
+/// Counts one open order-update stream while it lives.
+pub struct Subscriber(());
+
+impl Subscriber {
+    /// Counts a stream until the value is dropped.
+    pub fn open() -> Self {
+        get().update_subscribers.inc();
+        Self(())
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        get().update_subscribers.dec();
+    }
+}

@@ -1,0 +1,436 @@
+//! The paper venue's own state: what it received, what it did, its latency and its faults.
+//!
+//! A real venue remembers orders independently of us; reconciliation asks it what happened
+//! to an order whose outcome we did not record. The paper venue keeps that memory in a
+//! ledger file (one JSON line per fact, written with a plain `write` so a `kill -9` of the
+//! executor keeps it, as an exchange would) and answers [`PaperVenue::lookup`] from it.
+//!
+//! Like some real venues (Binance reuses `newClientOrderId` once an order is done), the
+//! paper venue does not deduplicate client order ids: sending the same order twice makes
+//! two venue orders. Exactly-once is the executor's job, and the crash test counts the
+//! ledger's venue orders per client order id to prove it.
+//!
+//! All randomness (latency jitter, faults) comes from one ChaCha generator seeded from
+//! configuration, so a run is reproducible under the same seed and the same order flow.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use execbridge_domain::{Fill, Liquidity, Price, Quantity, RejectReason};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::config::PaperConfig;
+
+/// One fact in the venue's ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum LedgerEntry {
+    /// An order arrived and became venue order `venue_order_id`.
+    Accepted {
+        /// Account.
+        account: String,
+        /// Client order id.
+        client_order_id: String,
+        /// The venue's id.
+        venue_order_id: String,
+    },
+    /// An order arrived and was refused.
+    Rejected {
+        /// Account.
+        account: String,
+        /// Client order id.
+        client_order_id: String,
+        /// Why.
+        message: String,
+    },
+    /// A venue order traded.
+    Fill {
+        /// The venue order.
+        venue_order_id: String,
+        /// Trade id.
+        trade_id: String,
+        /// Price.
+        price: Decimal,
+        /// Quantity.
+        quantity: Decimal,
+        /// Fee.
+        fee: Decimal,
+        /// Fee asset.
+        fee_asset: String,
+        /// Maker or taker.
+        maker: bool,
+        /// Unix nanoseconds.
+        at_nanos: u64,
+    },
+    /// A venue order ended (canceled or expired).
+    Done {
+        /// The venue order.
+        venue_order_id: String,
+        /// True for a cancel, false for an expiry.
+        canceled: bool,
+    },
+}
+
+/// What the venue knows of one (account, client order id).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VenueRecord {
+    /// Every venue order made for it (more than one is a duplicate submission).
+    pub venue_order_ids: Vec<String>,
+    /// Set when the venue refused it.
+    pub rejected: Option<String>,
+    /// Fills of its venue orders.
+    pub fills: Vec<Fill>,
+    /// Set when it was canceled (`true`) or expired (`false`) at the venue.
+    pub done: Option<bool>,
+}
+
+/// What happened when an order was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// The connection was down: the venue never saw it.
+    Unreachable,
+    /// Refused by injected fault.
+    Rejected(RejectReason, String),
+    /// Accepted as `venue_order_id`; `ack_lost` when the acknowledgement never came back.
+    Accepted {
+        /// The venue's id.
+        venue_order_id: String,
+        /// The acknowledgement was lost (fault).
+        ack_lost: bool,
+    },
+}
+
+/// Why the ledger could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("paper venue ledger {path}: {source}")]
+pub struct LedgerError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// The paper venue's state.
+pub struct PaperVenue {
+    config: PaperConfig,
+    rng: ChaCha8Rng,
+    ledger: Option<(PathBuf, File)>,
+    records: HashMap<(String, String), VenueRecord>,
+    by_venue_id: HashMap<String, (String, String)>,
+    next_order: u64,
+    next_trade: u64,
+    down_until: Option<Instant>,
+    shard: String,
+}
+
+impl PaperVenue {
+    /// A venue with `config`, remembering what `ledger` (if any) says it did before.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the ledger cannot be read or opened for appending.
+    pub fn open(
+        shard: &str,
+        config: PaperConfig,
+        ledger: Option<&Path>,
+    ) -> Result<Self, LedgerError> {
+        let mut venue = Self {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            config,
+            ledger: None,
+            records: HashMap::new(),
+            by_venue_id: HashMap::new(),
+            next_order: 0,
+            next_trade: 0,
+            down_until: None,
+            shard: shard.to_owned(),
+        };
+        if let Some(path) = ledger {
+            let err = |source| LedgerError {
+                path: path.to_owned(),
+                source,
+            };
+            if path.exists() {
+                let reader = BufReader::new(File::open(path).map_err(err)?);
+                for line in reader.lines() {
+                    let line = line.map_err(err)?;
+                    // A torn last line (killed mid-write) is skipped: it was never acted on.
+                    if let Ok(entry) = serde_json::from_str::<LedgerEntry>(&line) {
+                        venue.remember(&entry);
+                    }
+                }
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(err)?;
+            venue.ledger = Some((path.to_owned(), file));
+        }
+        Ok(venue)
+    }
+
+    fn remember(&mut self, entry: &LedgerEntry) {
+        match entry {
+            LedgerEntry::Accepted {
+                account,
+                client_order_id,
+                venue_order_id,
+            } => {
+                let key = (account.clone(), client_order_id.clone());
+                self.records
+                    .entry(key.clone())
+                    .or_default()
+                    .venue_order_ids
+                    .push(venue_order_id.clone());
+                self.by_venue_id.insert(venue_order_id.clone(), key);
+                self.next_order += 1;
+            }
+            LedgerEntry::Rejected {
+                account,
+                client_order_id,
+                message,
+            } => {
+                self.records
+                    .entry((account.clone(), client_order_id.clone()))
+                    .or_default()
+                    .rejected = Some(message.clone());
+            }
+            LedgerEntry::Fill {
+                venue_order_id,
+                trade_id,
+                price,
+                quantity,
+                fee,
+                fee_asset,
+                maker,
+                at_nanos,
+            } => {
+                self.next_trade += 1;
+                let (Some(key), Ok(price), Ok(quantity)) = (
+                    self.by_venue_id.get(venue_order_id),
+                    Price::new_checked(*price),
+                    Quantity::new_checked(*quantity),
+                ) else {
+                    return;
+                };
+                if let Some(record) = self.records.get_mut(key) {
+                    record.fills.push(Fill {
+                        trade_id: trade_id.clone(),
+                        price,
+                        quantity,
+                        fee: *fee,
+                        fee_asset: fee_asset.clone(),
+                        liquidity: if *maker {
+                            Liquidity::Maker
+                        } else {
+                            Liquidity::Taker
+                        },
+                        executed_at: std::time::UNIX_EPOCH + Duration::from_nanos(*at_nanos),
+                    });
+                }
+            }
+            LedgerEntry::Done {
+                venue_order_id,
+                canceled,
+            } => {
+                if let Some(key) = self.by_venue_id.get(venue_order_id)
+                    && let Some(record) = self.records.get_mut(key)
+                {
+                    record.done = Some(*canceled);
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, entry: LedgerEntry) {
+        if let Some((path, file)) = &mut self.ledger {
+            let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+            line.push(b'\n');
+            // One write per fact: it reaches the page cache, which a process crash keeps.
+            if let Err(e) = file.write_all(&line) {
+                tracing::error!(path = %path.display(), error = %e, "paper venue ledger write failed");
+            }
+        }
+        self.remember(&entry);
+    }
+
+    /// An order arrives at the venue.
+    pub fn receive(&mut self, account: &str, client_order_id: &str, now: Instant) -> Received {
+        if self.down_until.is_some_and(|t| now < t) {
+            return Received::Unreachable;
+        }
+        let faults = self.config.faults.clone();
+        if self.chance(faults.disconnect_probability) {
+            self.down_until = Some(now + Duration::from_micros(faults.disconnect_us));
+            return Received::Unreachable;
+        }
+        if self.chance(faults.reject_probability) {
+            let message = "injected fault: the venue rejected the order".to_owned();
+            self.record(LedgerEntry::Rejected {
+                account: account.to_owned(),
+                client_order_id: client_order_id.to_owned(),
+                message: message.clone(),
+            });
+            return Received::Rejected(RejectReason::VenueRejected, message);
+        }
+        let venue_order_id = format!("paper-{}-{}", self.shard, self.next_order + 1);
+        self.record(LedgerEntry::Accepted {
+            account: account.to_owned(),
+            client_order_id: client_order_id.to_owned(),
+            venue_order_id: venue_order_id.clone(),
+        });
+        let ack_lost = self.chance(faults.lost_ack_probability);
+        Received::Accepted {
+            venue_order_id,
+            ack_lost,
+        }
+    }
+
+    /// The venue executes part of `venue_order_id`; returns the fill with a fresh trade id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn execute(
+        &mut self,
+        venue_order_id: &str,
+        price: Price,
+        quantity: Quantity,
+        liquidity: Liquidity,
+        fee_asset: &str,
+        executed_at: std::time::SystemTime,
+    ) -> Fill {
+        let bps = match liquidity {
+            Liquidity::Maker => self.config.maker_fee_bps,
+            Liquidity::Taker => self.config.taker_fee_bps,
+        };
+        let notional = price.get() * quantity.get();
+        let trade_id = format!("{}-t{}", self.shard, self.next_trade + 1);
+        let fill = Fill {
+            trade_id: trade_id.clone(),
+            price,
+            quantity,
+            fee: (notional * Decimal::from(bps) / Decimal::from(10_000))
+                .round_dp(8)
+                .normalize(),
+            fee_asset: fee_asset.to_owned(),
+            liquidity,
+            executed_at,
+        };
+        let at_nanos = executed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or_default();
+        self.record(LedgerEntry::Fill {
+            venue_order_id: venue_order_id.to_owned(),
+            trade_id,
+            price: price.get(),
+            quantity: quantity.get(),
+            fee: fill.fee,
+            fee_asset: fee_asset.to_owned(),
+            maker: liquidity == Liquidity::Maker,
+            at_nanos,
+        });
+        fill
+    }
+
+    /// The venue ends `venue_order_id` (cancel or expiry).
+    pub fn finish(&mut self, venue_order_id: &str, canceled: bool) {
+        if venue_order_id.is_empty() {
+            return;
+        }
+        self.record(LedgerEntry::Done {
+            venue_order_id: venue_order_id.to_owned(),
+            canceled,
+        });
+    }
+
+    /// What the venue knows of an order: the reconciliation query.
+    pub fn lookup(&self, account: &str, client_order_id: &str) -> Option<&VenueRecord> {
+        self.records
+            .get(&(account.to_owned(), client_order_id.to_owned()))
+    }
+
+    /// Makes sure later trade ids do not collide with `trade_id` (seen in the journal).
+    pub fn observe_trade_id(&mut self, trade_id: &str) {
+        let n = trade_id
+            .rsplit_once("-t")
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        self.next_trade = self.next_trade.max(n);
+    }
+
+    /// Makes sure later venue order ids do not collide with `venue_order_id`.
+    pub fn observe_venue_order_id(&mut self, venue_order_id: &str) {
+        let n = venue_order_id
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        self.next_order = self.next_order.max(n);
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    fn jittered(&mut self, base_us: u64) -> Duration {
+        let jitter = self.config.latency.jitter_us;
+        let extra = if jitter > 0 {
+            self.rng.random_range(0..=jitter)
+        } else {
+            0
+        };
+        Duration::from_micros(base_us + extra)
+    }
+
+    /// Latency until the acknowledgement.
+    pub fn ack_latency(&mut self) -> Duration {
+        self.jittered(self.config.latency.ack_us)
+    }
+
+    /// Latency from the acknowledgement to the arrival match, with the delayed-fill fault.
+    pub fn fill_latency(&mut self) -> Duration {
+        let base = self.jittered(self.config.latency.fill_us);
+        let faults = &self.config.faults;
+        let (p, extra) = (faults.delayed_fill_probability, faults.delayed_fill_us);
+        if self.chance(p) {
+            base + Duration::from_micros(extra)
+        } else {
+            base
+        }
+    }
+
+    /// Latency of a cancel confirmation.
+    pub fn cancel_latency(&mut self) -> Duration {
+        self.jittered(self.config.latency.cancel_us)
+    }
+
+    /// Number of venue orders per (account, client order id), for checks.
+    pub fn venue_orders(&self) -> impl Iterator<Item = (&(String, String), usize)> {
+        self.records
+            .iter()
+            .map(|(k, r)| (k, r.venue_order_ids.len()))
+    }
+}
+
+/// Reads a ledger file and counts venue orders per (account, client order id): how tests
+/// prove no order reached the venue twice.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn count_venue_orders(path: &Path) -> std::io::Result<HashMap<(String, String), usize>> {
+    let mut out = HashMap::new();
+    let reader = BufReader::new(File::open(path)?);
+    for line in reader.lines() {
+        if let Ok(LedgerEntry::Accepted {
+            account,
+            client_order_id,
+            ..
+        }) = serde_json::from_str(&line?)
+        {
+            *out.entry((account, client_order_id)).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
