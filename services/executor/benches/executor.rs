@@ -175,6 +175,57 @@ async fn latency_and_throughput() {
         elapsed.as_secs_f64(),
         batch as f64 / elapsed.as_secs_f64()
     );
+    // 2b. Batches: SubmitOrderBatch calls of BENCH_BATCH_SIZE orders, several in flight on
+    //     each of a few connections; a batch shares one journal commit and one venue pass.
+    let size = env("BENCH_BATCH_SIZE", 1000);
+    let total = env("BENCH_BATCH_ORDERS", 400_000);
+    let calls = total.div_ceil(size);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let base = end;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let mut c = clients[w % clients.len()].clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = 0u64;
+            loop {
+                let call = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if call >= calls {
+                    return acknowledged;
+                }
+                let first = base + call * size;
+                let orders = (first..first + size).map(order).collect();
+                let response = c
+                    .submit_order_batch(internal::SubmitOrderBatchRequest {
+                        caller: None,
+                        orders,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                acknowledged += response
+                    .results
+                    .iter()
+                    .filter(|r| {
+                        matches!(&r.outcome, Some(v1::order_result::Outcome::Order(o))
+                            if o.status != v1::OrderStatus::Rejected as i32)
+                    })
+                    .count() as u64;
+            }
+        }));
+    }
+    let mut acknowledged = 0;
+    for t in tasks {
+        acknowledged += t.await.unwrap();
+    }
+    let elapsed = t.elapsed();
+    println!(
+        "batch throughput via executor gRPC (SubmitOrderBatch of {size}, 16 in flight on 4 connections, fdatasync on): {acknowledged} of {} orders acknowledged in {:.2}s = {:.0} orders/s",
+        calls * size,
+        elapsed.as_secs_f64(),
+        acknowledged as f64 / elapsed.as_secs_f64()
+    );
     executor.stop().await;
     marketdata.stop().await;
 }
@@ -259,6 +310,7 @@ fn replay() {
             fsync: false,
             segment_bytes: 64 << 20,
             max_batch: 16_384,
+            sync_delay: Duration::from_millis(1),
         },
         Box::new(Nothing),
     )
@@ -268,7 +320,7 @@ fn replay() {
     while engine.last_lsn() < events {
         let req = execbridge_api::convert::order_request_from_proto(&order(i), "").unwrap();
         engine.submit(req, now).unwrap();
-        journal.append(engine.take_outbox()).unwrap();
+        let _ = journal.append(engine.take_outbox(), false).unwrap();
         i += 1;
     }
     let written = engine.last_lsn();

@@ -93,6 +93,15 @@ impl Validate for ExecutorConfig {
                 "must be at least 4096",
             ));
         }
+        if self.journal.sync_delay_us > 1_000_000 {
+            return Err(ConfigError::invalid(
+                "journal.sync_delay_us",
+                format!(
+                    "must be at most 1000000 (one second), got {}",
+                    self.journal.sync_delay_us
+                ),
+            ));
+        }
         if self.journal.max_batch == 0 {
             return Err(ConfigError::invalid(
                 "journal.max_batch",
@@ -194,6 +203,9 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Most records written by one group commit.
     pub max_batch: usize,
+    /// Longest a record nobody waits for (a venue's answer, a fill) stays written but not
+    /// yet fdatasync'd, in microseconds; any commit someone waits for syncs it sooner.
+    pub sync_delay_us: u64,
 }
 
 impl Default for JournalConfig {
@@ -203,6 +215,7 @@ impl Default for JournalConfig {
             fsync: true,
             segment_bytes: 64 * 1024 * 1024,
             max_batch: 16_384,
+            sync_delay_us: 1000,
         }
     }
 }

@@ -20,16 +20,24 @@
 //! recovery code: a length and a CRC per record find a torn tail after a crash, which is
 //! cut off; damage anywhere else stops the start with the segment and offset named.
 //!
-//! # Group commit and fail-stop
+//! # Group commit, tickets and fail-stop
 //! The engine queues records (under its lock, so the log order is the sequence order) on a
 //! channel to one writer thread. The writer takes everything queued, writes it with one
-//! `write`, calls `fdatasync` once, then advances the durable LSN that waiters watch and
-//! hands the records to subscribers and the audit trail. While it syncs, new records queue
-//! up for the next group: the engine lock is never held across an fsync.
+//! `write`, and calls `fdatasync` once for the group; while it syncs, new records queue up
+//! for the next group, and the engine lock is never held across an fsync.
+//!
+//! Whoever must not go on before its records are on disk (an order intent before it goes
+//! to the venue; a cancel request; an admin change) appends them with a [`Ticket`] and
+//! awaits it: the writer completes exactly those tickets its sync covered, so a commit
+//! wakes its own waiters and nobody else. Records appended without a ticket (the venue's
+//! answers, fills that market data brings) are written at once and made durable by the
+//! next group commit that someone waits for, or after at most [`Options::sync_delay`]:
+//! at low load an order then pays one fdatasync, not one per record. Records reach
+//! subscribers and the audit trail only once they are durable, in LSN order.
 //!
 //! After a failed write or fdatasync the writer stops for good (a retried fsync can report
 //! success for data the kernel already dropped): the durable LSN never advances again,
-//! every waiter gets [`JournalError::Failed`], and the executor turns not-ready.
+//! every ticket fails with [`JournalError::Failed`], and the executor turns not-ready.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -148,9 +156,60 @@ pub trait AfterSync: Send + 'static {
     fn synced(&mut self, entries: &[Entry]);
 }
 
+type Notify = tokio::sync::oneshot::Sender<Result<(), Arc<str>>>;
+
 enum Msg {
-    Append(Vec<Entry>),
+    /// Records to write; the sender (if any) hears once they are durable.
+    Append(Vec<Entry>, Option<Notify>),
+    /// Hear once everything up to this LSN is durable (forces a sync).
+    Sync(u64, Notify),
+    /// Sync everything written, then answer.
     Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Completes once the records it was issued for are durable.
+#[must_use = "a ticket does nothing unless it is awaited"]
+pub struct Ticket {
+    rx: Option<tokio::sync::oneshot::Receiver<Result<(), Arc<str>>>>,
+}
+
+impl Ticket {
+    /// A ticket for records already durable.
+    pub fn ready() -> Self {
+        Self { rx: None }
+    }
+
+    fn outcome(
+        r: Result<Result<(), Arc<str>>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<(), JournalError> {
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(JournalError::Failed(reason)),
+            Err(_) => Err(JournalError::Failed("the journal writer stopped".into())),
+        }
+    }
+
+    /// Waits until the records are durable. Cancellation safe.
+    ///
+    /// # Errors
+    /// [`JournalError::Failed`] when the writer stopped first.
+    pub async fn wait(self) -> Result<(), JournalError> {
+        match self.rx {
+            None => Ok(()),
+            Some(rx) => Self::outcome(rx.await),
+        }
+    }
+
+    /// [`Ticket::wait`] for a thread outside the async runtime.
+    ///
+    /// # Errors
+    /// [`JournalError::Failed`] when the writer stopped first.
+    pub fn wait_blocking(self) -> Result<(), JournalError> {
+        match self.rx {
+            None => Ok(()),
+            Some(rx) => Self::outcome(rx.blocking_recv()),
+        }
+    }
 }
 
 /// Options of the writer.
@@ -162,6 +221,8 @@ pub struct Options {
     pub segment_bytes: u64,
     /// Most records per group.
     pub max_batch: usize,
+    /// Longest a record appended without a ticket waits for its fdatasync.
+    pub sync_delay: std::time::Duration,
 }
 
 /// The handle the engine appends through.
@@ -193,8 +254,14 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
     Ok(out)
 }
 
+/// Records decoded per message between the reading and the applying thread of a replay.
+const REPLAY_CHUNK: usize = 4096;
+
 /// Reads every record of `dir` in order, calling `each` with it. A torn tail of the last
 /// segment is cut off (`truncate`) or ignored; damage elsewhere is an error.
+///
+/// Reading, checksums and protobuf decoding run on a thread of their own, a chunk of
+/// records ahead of `each` (which runs on the calling thread), so a start uses two cores.
 ///
 /// Returns the last LSN read (0 for an empty journal).
 ///
@@ -206,7 +273,38 @@ pub fn replay(
     mut each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
     let files = segments(dir)?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<JournalRecord>>(4);
+    thread::scope(|scope| {
+        let reader = scope.spawn(move || read_segments(&files, truncate, &tx));
+        let mut applied: Result<(), JournalError> = Ok(());
+        for chunk in rx {
+            for record in chunk {
+                applied = each(record);
+                if applied.is_err() {
+                    break;
+                }
+            }
+            if applied.is_err() {
+                // Dropping the receiver stops the reader at its next chunk.
+                break;
+            }
+        }
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(JournalError::Failed("the journal reader panicked".into())));
+        applied?;
+        read
+    })
+}
+
+/// The reading half of [`replay`]: sends decoded records in chunks, returns the last LSN.
+fn read_segments(
+    files: &[PathBuf],
+    truncate: bool,
+    tx: &mpsc::SyncSender<Vec<JournalRecord>>,
+) -> Result<u64, JournalError> {
     let mut last = 0;
+    let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
     for (i, path) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
         let mut data = Vec::new();
@@ -247,9 +345,19 @@ pub fn replay(
                 )));
             }
             last = record.lsn;
-            each(record)?;
+            chunk.push(record);
+            if chunk.len() == REPLAY_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(REPLAY_CHUNK));
+                if tx.send(full).is_err() {
+                    // The applying side stopped on an error of its own, which it reports.
+                    return Ok(last);
+                }
+            }
             offset = next;
         }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.send(chunk);
     }
     Ok(last)
 }
@@ -308,6 +416,14 @@ struct Writer {
     written: u64,
     durable: watch::Sender<Durable>,
     after: Box<dyn AfterSync>,
+    /// The last LSN written to the file.
+    written_lsn: u64,
+    /// The last LSN known durable.
+    durable_lsn: u64,
+    /// Written records awaiting their fdatasync.
+    unsynced: Vec<Entry>,
+    /// Tickets: complete once `durable_lsn` reaches the LSN.
+    waiters: Vec<(u64, Notify)>,
 }
 
 impl Writer {
@@ -327,68 +443,145 @@ impl Writer {
         let mut buf = Vec::with_capacity(1 << 20);
         let mut group: Vec<Entry> = Vec::new();
         let mut flushes = Vec::new();
-        while let Ok(first) = rx.recv() {
-            let mut take = |msg: Msg, group: &mut Vec<Entry>| match msg {
-                Msg::Append(entries) => group.extend(entries),
-                Msg::Flush(done) => flushes.push(done),
-            };
-            take(first, &mut group);
-            while group.len() < self.options.max_batch {
-                match rx.try_recv() {
-                    Ok(msg) => take(msg, &mut group),
+        // When the oldest record without a waiter must be synced at the latest.
+        let mut deadline: Option<std::time::Instant> = None;
+        loop {
+            let first = match deadline {
+                None => match rx.recv() {
+                    Ok(msg) => Some(msg),
                     Err(_) => break,
+                },
+                Some(at) => {
+                    match rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now())) {
+                        Ok(msg) => Some(msg),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            // Someone waits for a sync: do it now rather than at the deadline.
+            let mut urgent = first.is_none();
+            let mut take = |msg: Msg, group: &mut Vec<Entry>, urgent: &mut bool| match msg {
+                Msg::Append(entries, notify) => {
+                    if let Some(notify) = notify {
+                        let lsn = entries.last().map_or(0, |e| e.lsn);
+                        self.waiters.push((lsn, notify));
+                        *urgent = true;
+                    }
+                    group.extend(entries);
+                }
+                Msg::Sync(lsn, notify) => {
+                    self.waiters.push((lsn, notify));
+                    *urgent = true;
+                }
+                Msg::Flush(done) => {
+                    flushes.push(done);
+                    *urgent = true;
+                }
+            };
+            if let Some(first) = first {
+                take(first, &mut group, &mut urgent);
+                while group.len() < self.options.max_batch {
+                    match rx.try_recv() {
+                        Ok(msg) => take(msg, &mut group, &mut urgent),
+                        Err(_) => break,
+                    }
                 }
             }
             if !group.is_empty() {
                 let metrics = crate::metrics::get();
                 metrics.journal_queue.sub(group.len() as i64);
-                metrics.journal_batch.observe(group.len() as f64);
                 buf.clear();
                 for entry in &group {
                     entry.encode(&mut buf);
                 }
-                if let Err(e) = self.commit(&buf) {
-                    tracing::error!(error = %e, "journal write failed; the executor stops acknowledging (fail-stop)");
-                    let reason: Arc<str> = e.to_string().into();
-                    self.durable.send_modify(|d| d.failed = Some(reason));
+                if let Err(e) = self.write(&buf) {
+                    self.fail(&e);
                     return;
                 }
-                let last = group.last().map_or(0, |e| e.lsn);
-                // Subscribers and the audit trail hear of the records before any waiter is
-                // released, so whoever saw its call complete also finds its update
-                // published.
-                self.after.synced(&group);
-                self.durable.send_modify(|d| d.lsn = last);
-                group.clear();
-                if self.written >= self.options.segment_bytes
-                    && let Err(e) = self.rotate(last + 1)
-                {
-                    tracing::error!(error = %e, "journal rotation failed (fail-stop)");
-                    let reason: Arc<str> = e.to_string().into();
-                    self.durable.send_modify(|d| d.failed = Some(reason));
+                self.written_lsn = group.last().map_or(self.written_lsn, |e| e.lsn);
+                self.unsynced.append(&mut group);
+            }
+            let must_sync = urgent
+                || !self.options.fsync
+                || self.unsynced.len() >= self.options.max_batch
+                || deadline.is_some_and(|at| std::time::Instant::now() >= at);
+            if must_sync {
+                if let Err(e) = self.sync() {
+                    self.fail(&e);
                     return;
                 }
+                deadline = None;
+            } else if !self.unsynced.is_empty() && deadline.is_none() {
+                deadline = Some(std::time::Instant::now() + self.options.sync_delay);
             }
-            for done in flushes.drain(..) {
-                let _ = done.send(());
+            if self.unsynced.is_empty() {
+                for done in flushes.drain(..) {
+                    let _ = done.send(());
+                }
             }
+        }
+        // The channel closed (the journal is closing): make what was written durable.
+        if let Err(e) = self.sync() {
+            self.fail(&e);
         }
     }
 
-    fn commit(&mut self, buf: &[u8]) -> Result<(), JournalError> {
+    /// Syncs what was written, publishes it and completes the tickets it covers.
+    fn sync(&mut self) -> Result<(), JournalError> {
+        if !self.unsynced.is_empty() {
+            if self.options.fsync {
+                // Never retried: see the module docs.
+                let started = std::time::Instant::now();
+                self.file
+                    .sync_data()
+                    .map_err(|e| io_error(&self.path, &e))?;
+                crate::metrics::get()
+                    .journal_fsync
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            crate::metrics::get()
+                .journal_batch
+                .observe(self.unsynced.len() as f64);
+            // Subscribers and the audit trail hear of the records before any waiter is
+            // released, so whoever saw its call complete also finds its update published.
+            self.after.synced(&self.unsynced);
+            self.unsynced.clear();
+            self.durable_lsn = self.written_lsn;
+            let lsn = self.durable_lsn;
+            self.durable.send_modify(|d| d.lsn = lsn);
+            if self.written >= self.options.segment_bytes {
+                self.rotate(lsn + 1)?;
+            }
+        }
+        let durable = self.durable_lsn;
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].0 <= durable {
+                let (_, notify) = self.waiters.swap_remove(i);
+                let _ = notify.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fail-stop: nothing is acknowledged after this.
+    fn fail(&mut self, e: &JournalError) {
+        tracing::error!(error = %e, "journal write failed; the executor stops acknowledging (fail-stop)");
+        let reason: Arc<str> = e.to_string().into();
+        self.durable
+            .send_modify(|d| d.failed = Some(reason.clone()));
+        for (_, notify) in self.waiters.drain(..) {
+            let _ = notify.send(Err(reason.clone()));
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), JournalError> {
         self.file
             .write_all(buf)
             .map_err(|e| io_error(&self.path, &e))?;
-        if self.options.fsync {
-            // Never retried: see the module docs.
-            let started = std::time::Instant::now();
-            self.file
-                .sync_data()
-                .map_err(|e| io_error(&self.path, &e))?;
-            crate::metrics::get()
-                .journal_fsync
-                .observe(started.elapsed().as_secs_f64());
-        }
         self.written += buf.len() as u64;
         Ok(())
     }
@@ -439,6 +632,10 @@ impl Journal {
             written,
             durable: durable_tx,
             after,
+            written_lsn: last_lsn,
+            durable_lsn: last_lsn,
+            unsynced: Vec::new(),
+            waiters: Vec::new(),
         };
         let thread = thread::Builder::new()
             .name("journal-writer".into())
@@ -452,23 +649,47 @@ impl Journal {
     }
 
     /// Queues `entries` (already in LSN order) for the next group commit. Call it under
-    /// the lock that assigned the LSNs, so groups reach the writer in order.
+    /// the lock that assigned the LSNs, so groups reach the writer in order. With `wait`
+    /// the returned ticket completes once they are durable (and the writer syncs without
+    /// delay); without, it is ready at once and the records are synced within
+    /// [`Options::sync_delay`].
     ///
     /// # Errors
     /// [`JournalError::Failed`] once the writer has stopped.
-    pub fn append(&self, entries: Vec<Entry>) -> Result<(), JournalError> {
+    pub fn append(&self, entries: Vec<Entry>, wait: bool) -> Result<Ticket, JournalError> {
         if self.durable.borrow().failed.is_some() {
             return Err(self.failure());
         }
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Ticket::ready());
         }
         let queued = entries.len() as i64;
         crate::metrics::get().journal_queue.add(queued);
+        let (notify, ticket) = if wait {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Ticket { rx: Some(rx) })
+        } else {
+            (None, Ticket::ready())
+        };
         self.tx
             .as_ref()
-            .and_then(|tx| tx.send(Msg::Append(entries)).ok())
-            .ok_or_else(|| self.failure())
+            .and_then(|tx| tx.send(Msg::Append(entries, notify)).ok())
+            .ok_or_else(|| self.failure())?;
+        Ok(ticket)
+    }
+
+    /// A ticket that completes once every record up to `lsn` is durable, syncing records
+    /// written without a ticket now rather than at their deadline.
+    pub fn sync(&self, lsn: u64) -> Ticket {
+        if self.durable.borrow().lsn >= lsn {
+            return Ticket::ready();
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(sender) = &self.tx {
+            // A closed channel drops `tx`: the ticket then reports the stopped writer.
+            let _ = sender.send(Msg::Sync(lsn, tx));
+        }
+        Ticket { rx: Some(rx) }
     }
 
     fn failure(&self) -> JournalError {
@@ -496,13 +717,12 @@ impl Journal {
         self.durable.clone()
     }
 
-    /// Completes once every record up to `lsn` is durable. Cancellation safe (it only
-    /// watches).
+    /// Completes once every record up to `lsn` is durable. Cancellation safe.
     ///
     /// # Errors
     /// [`JournalError::Failed`] when the writer stopped before reaching `lsn`.
     pub async fn wait(&self, lsn: u64) -> Result<(), JournalError> {
-        wait_durable(self.durable.clone(), lsn).await
+        self.sync(lsn).wait().await
     }
 
     /// Writes and syncs everything queued so far, then stops the writer.

@@ -12,7 +12,7 @@ use execbridge_api::convert::{
 };
 use execbridge_api::internal::v1 as internal;
 use execbridge_api::internal::v1::executor_service_server::ExecutorService;
-use execbridge_api::status::{Reason, error, invalid_argument, unavailable};
+use execbridge_api::status::{Reason, error, invalid_argument, to_order_error, unavailable};
 use execbridge_api::v1;
 use execbridge_domain::{AccountId, FieldViolation};
 use execbridge_runtime::Shutdown;
@@ -24,6 +24,9 @@ use tonic::{Code, Request, Response, Status};
 use crate::engine::{Actor, EngineError, OrderFilter, OrderRef, PageQuery};
 use crate::journal::JournalError;
 use crate::shard::{Shard, ShardError};
+
+/// Most orders in one [`internal::SubmitOrderBatchRequest`].
+pub const MAX_BATCH_ORDERS: usize = 10_000;
 
 /// Default and largest page sizes.
 const DEFAULT_PAGE: usize = 100;
@@ -209,6 +212,70 @@ impl ExecutorService for Executor {
                 order: Some(submitted.order),
                 duplicate: submitted.duplicate,
             }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(correlation_id, orders))]
+    async fn submit_order_batch(
+        &self,
+        request: Request<internal::SubmitOrderBatchRequest>,
+    ) -> Result<Response<internal::SubmitOrderBatchResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::Span::current();
+        if let Some(caller) = &req.caller {
+            span.record("correlation_id", caller.correlation_id.as_str());
+        }
+        span.record("orders", req.orders.len());
+        if req.orders.len() > MAX_BATCH_ORDERS {
+            return Err(invalid_argument(&[FieldViolation::new(
+                "orders",
+                format!(
+                    "at most {MAX_BATCH_ORDERS} orders per batch, got {}",
+                    req.orders.len()
+                ),
+            )]));
+        }
+        // Orders that do not parse fail alone; the rest go to the shard together.
+        let mut results: Vec<Option<v1::OrderResult>> = Vec::with_capacity(req.orders.len());
+        let mut parsed = Vec::with_capacity(req.orders.len());
+        let mut positions = Vec::with_capacity(req.orders.len());
+        for (i, order) in req.orders.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let prefix = format!("orders[{i}].");
+            match order_request_from_proto(order, &prefix) {
+                Ok(request) => {
+                    parsed.push(request);
+                    positions.push(i);
+                    results.push(None);
+                }
+                Err(v) => results.push(Some(v1::OrderResult {
+                    index,
+                    client_order_id: order.client_order_id.clone(),
+                    outcome: Some(v1::order_result::Outcome::Error(to_order_error(
+                        &invalid_argument(&v),
+                    ))),
+                    duplicate: false,
+                })),
+            }
+        }
+        let outcomes = self.shard.submit_batch(parsed).await.map_err(into_status)?;
+        for (i, outcome) in positions.into_iter().zip(outcomes) {
+            let (outcome, duplicate) = match outcome {
+                Ok(s) => (v1::order_result::Outcome::Order(s.order), s.duplicate),
+                Err(e) => (
+                    v1::order_result::Outcome::Error(to_order_error(&into_status(e))),
+                    false,
+                ),
+            };
+            results[i] = Some(v1::OrderResult {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                client_order_id: req.orders[i].client_order_id.clone(),
+                outcome: Some(outcome),
+                duplicate,
+            });
+        }
+        Ok(Response::new(internal::SubmitOrderBatchResponse {
+            results: results.into_iter().flatten().collect(),
         }))
     }
 

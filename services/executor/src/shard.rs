@@ -3,14 +3,24 @@
 //!
 //! A submit runs in three steps:
 //! 1. under the engine lock: idempotency, risk, the order is created and its records are
-//!    queued to the journal (the lock is released before any fsync);
+//!    queued to the journal with a ticket (the lock is released before any fsync);
 //! 2. once the intent is durable: the order goes to the venue (after the simulated
-//!    latency), and the venue's answer is applied and queued;
-//! 3. once the answer is durable: the caller gets the order.
+//!    latency), and the venue's answer is applied and queued to the journal;
+//! 3. the caller gets the order.
+//!
+//! The venue's answer is in the journal's queue before the caller hears of it and is
+//! fdatasync'd with the next group commit (within `journal.sync_delay_us`); the caller
+//! does not wait for that second sync. A crash in between leaves the durable intent
+//! without its answer: the order replays as PENDING_NEW and start-up reconciliation asks
+//! the venue, as for any venue outcome the journal does not hold. Subscribers hear of the
+//! answer once it is durable. So a submit pays one fdatasync, not two.
 //!
 //! Steps 2 and 3 run in a task of their own, so a caller that goes away (deadline, client
 //! cancel) cannot strand a durable intent before it reaches the venue. A duplicate submit
 //! that arrives while the original is with the venue waits for the same outcome.
+//!
+//! [`Shard::submit_batch`] runs many orders through the same steps together: one lock and
+//! one journal ticket for all intents, one lock for all venue answers.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +33,7 @@ use execbridge_runtime::Shutdown;
 
 use crate::config::ExecutorConfig;
 use crate::engine::{Actor, Begin, Engine, EngineError, OrderRef, Submitted};
-use crate::journal::{self, AfterSync, Entry, Journal, JournalError, Payload};
+use crate::journal::{self, AfterSync, Entry, Journal, JournalError, Payload, Ticket};
 use crate::updates::{Subscription, Updates};
 use crate::venue::PaperVenue;
 
@@ -167,6 +177,7 @@ impl Shard {
                 fsync: config.journal.fsync,
                 segment_bytes: config.journal.segment_bytes,
                 max_batch: config.journal.max_batch,
+                sync_delay: Duration::from_micros(config.journal.sync_delay_us),
             },
             Box::new(Fanout {
                 updates: updates.clone(),
@@ -186,20 +197,16 @@ impl Shard {
         });
         // Orders whose outcome the journal does not have are settled with the venue
         // before the shard turns ready.
-        let (reconciled, lsn) = shard.mutate(|e| e.reconcile(SystemTime::now(), true))?;
+        let (reconciled, ticket) = shard.mutate(|e| e.reconcile(SystemTime::now(), true))?;
         let stats = ReplayStats {
             records,
             last_sequence: shard.lock().last_sequence(),
             reconciled,
             elapsed: started.elapsed(),
         };
-        // Blocking wait for the reconciliation records (we are not in async context here).
-        while shard.durable.borrow().lsn < lsn {
-            if let Some(reason) = shard.durable.borrow().failed.clone() {
-                return Err(JournalError::Failed(reason).into());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // The reconciliation records are durable before the shard turns ready (we are not
+        // in async context here).
+        ticket.wait_blocking()?;
         Ok((shard, stats))
     }
 
@@ -227,11 +234,29 @@ impl Shard {
     }
 
     /// Runs `f` on the engine and queues what it produced to the journal before the lock
-    /// is released. Returns its result and the LSN to wait for.
+    /// is released. Returns its result and a ticket that completes once everything `f`
+    /// could have seen or made is durable.
     ///
     /// # Errors
     /// [`ShardError::Journal`] once the journal has failed (nothing is changed then).
-    pub fn mutate<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> Result<(R, u64), ShardError> {
+    pub fn mutate<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> Result<(R, Ticket), ShardError> {
+        self.mutate_with(f, true)
+    }
+
+    /// [`Shard::mutate`] for changes nobody waits on: the records are queued before the
+    /// lock is released and made durable with a later group commit.
+    ///
+    /// # Errors
+    /// [`ShardError::Journal`] once the journal has failed (nothing is changed then).
+    pub fn mutate_queued<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> Result<R, ShardError> {
+        self.mutate_with(f, false).map(|(r, _)| r)
+    }
+
+    fn mutate_with<R>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> R,
+        wait: bool,
+    ) -> Result<(R, Ticket), ShardError> {
         if let Some(reason) = self.failed() {
             return Err(JournalError::Failed(reason).into());
         }
@@ -243,12 +268,15 @@ impl Shard {
             .journal
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match journal.as_ref() {
-            Some(j) => j.append(entries)?,
-            None if entries.is_empty() => {}
+        let ticket = match journal.as_ref() {
+            Some(j) if !entries.is_empty() => j.append(entries, wait)?,
+            // Nothing new, but what `f` saw must be durable before anyone is told.
+            Some(j) if wait => j.sync(lsn),
+            Some(_) => Ticket::ready(),
+            None if entries.is_empty() => Ticket::ready(),
             None => return Err(ShardError::ShuttingDown),
-        }
-        Ok((result, lsn))
+        };
+        Ok((result, ticket))
     }
 
     /// Reads from the engine and waits until everything it could have seen is durable, so
@@ -266,7 +294,17 @@ impl Shard {
     }
 
     async fn wait(&self, lsn: u64) -> Result<(), ShardError> {
-        Ok(journal::wait_durable(self.durable.clone(), lsn).await?)
+        let ticket = self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|j| j.sync(lsn));
+        match ticket {
+            Some(ticket) => Ok(ticket.wait().await?),
+            // Closing: whatever was queued is being synced by the close.
+            None => Ok(journal::wait_durable(self.durable.clone(), lsn).await?),
+        }
     }
 
     /// Submits an order: returns once the venue accepted or rejected it and that answer
@@ -284,14 +322,28 @@ impl Shard {
         flatten: bool,
     ) -> Result<Submitted, ShardError> {
         let now = SystemTime::now();
-        let (begin, lsn) = self.mutate(|e| {
+        let (begin, ticket) = self.mutate(|e| {
             if flatten {
                 e.begin_flatten(request, now)
             } else {
                 e.begin_submit(request, now)
             }
         })?;
-        match begin? {
+        let begin = begin?;
+        let this = self.clone();
+        // Steps 2 and 3 run in their own task: see the module docs.
+        tokio::spawn(async move { this.finish(begin, ticket).await })
+            .await
+            .map_err(|e| EngineError::Internal(format!("order pipeline: {e}")))?
+    }
+
+    /// Steps 2 and 3 of one submit, after step 1 gave `begin` and the intent's `ticket`.
+    async fn finish(
+        self: Arc<Self>,
+        begin: Begin,
+        ticket: Ticket,
+    ) -> Result<Submitted, ShardError> {
+        match begin {
             Begin::Duplicate { idx, in_flight } => {
                 if let Some(mut done) = in_flight {
                     // The original is with the venue: the same outcome, once it is known.
@@ -304,53 +356,119 @@ impl Shard {
                 })
             }
             Begin::Rejected { idx } => {
-                self.wait(lsn).await?;
+                ticket.wait().await?;
                 Ok(Submitted {
                     order: self.lock().order_at(idx),
                     duplicate: false,
                 })
             }
             Begin::New { idx, ack_latency } => {
-                let this = self.clone();
-                let task = tokio::spawn(async move { this.send(idx, lsn, ack_latency).await });
-                let order = task
-                    .await
-                    .map_err(|e| EngineError::Internal(format!("order pipeline: {e}")))??;
+                // Never send an intent the journal does not hold: after a crash we could
+                // not know the order exists, and a retry would make a second one.
+                ticket.wait().await?;
+                if !ack_latency.is_zero() {
+                    tokio::time::sleep(ack_latency).await;
+                }
+                let outcome = self
+                    .mutate_queued(|e| e.venue_submit(idx, SystemTime::now(), Instant::now()))??;
+                self.schedule_arrival(idx, outcome.arrival);
                 Ok(Submitted {
-                    order,
+                    order: outcome.order,
                     duplicate: false,
                 })
             }
         }
     }
 
-    /// Steps 2 and 3 of a submit.
-    async fn send(
+    /// Submits many orders together: one engine lock and one journal ticket for all the
+    /// intents, one lock for all the venue answers. Results come in request order; an
+    /// order the engine refuses (an idempotency mismatch) fails alone.
+    ///
+    /// # Errors
+    /// [`ShardError`] for a failed journal (every order of the batch then fails).
+    pub async fn submit_batch(
+        self: &Arc<Self>,
+        requests: Vec<OrderRequest>,
+    ) -> Result<Vec<Result<Submitted, ShardError>>, ShardError> {
+        let now = SystemTime::now();
+        let (begins, ticket) = self.mutate(|e| {
+            requests
+                .into_iter()
+                .map(|r| e.begin_submit(r, now))
+                .collect::<Vec<_>>()
+        })?;
+        let this = self.clone();
+        tokio::spawn(async move { this.finish_batch(begins, ticket).await })
+            .await
+            .map_err(|e| EngineError::Internal(format!("order pipeline: {e}")))?
+    }
+
+    async fn finish_batch(
         self: Arc<Self>,
-        idx: usize,
-        intent_lsn: u64,
-        ack_latency: Duration,
-    ) -> Result<v1::Order, ShardError> {
-        // Never send an intent the journal does not hold: after a crash we could not know
-        // the order exists, and a retry would make a second one.
-        self.wait(intent_lsn).await?;
-        if !ack_latency.is_zero() {
-            tokio::time::sleep(ack_latency).await;
+        begins: Vec<Result<Begin, EngineError>>,
+        ticket: Ticket,
+    ) -> Result<Vec<Result<Submitted, ShardError>>, ShardError> {
+        ticket.wait().await?;
+        let immediate = begins.iter().all(|b| match b {
+            Ok(Begin::New { ack_latency, .. }) => ack_latency.is_zero(),
+            _ => true,
+        });
+        if !immediate {
+            // Simulated venue latency: each order keeps its own timing.
+            let mut results = Vec::with_capacity(begins.len());
+            for begin in begins {
+                results.push(match begin {
+                    Ok(begin) => self.clone().finish(begin, Ticket::ready()).await,
+                    Err(e) => Err(e.into()),
+                });
+            }
+            return Ok(results);
         }
-        let (outcome, lsn) =
-            self.mutate(|e| e.venue_submit(idx, SystemTime::now(), Instant::now()))?;
-        let outcome = outcome?;
-        if let Some(delay) = outcome.arrival {
+        // Every intent is durable: all new orders go to the venue under one lock.
+        let answers = self.mutate_queued(|e| {
+            let (now, clock) = (SystemTime::now(), Instant::now());
+            begins
+                .iter()
+                .map(|b| match b {
+                    Ok(Begin::New { idx, .. }) => Some(e.venue_submit(*idx, now, clock)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let mut results = Vec::with_capacity(begins.len());
+        for (begin, answer) in begins.into_iter().zip(answers) {
+            results.push(match (begin, answer) {
+                (Err(e), _) => Err(e.into()),
+                (Ok(Begin::New { idx, .. }), Some(answer)) => answer
+                    .map(|outcome| {
+                        self.schedule_arrival(idx, outcome.arrival);
+                        Submitted {
+                            order: outcome.order,
+                            duplicate: false,
+                        }
+                    })
+                    .map_err(ShardError::from),
+                (Ok(Begin::Rejected { idx }), _) => Ok(Submitted {
+                    order: self.lock().order_at(idx),
+                    duplicate: false,
+                }),
+                (Ok(begin), _) => self.clone().finish(begin, Ticket::ready()).await,
+            });
+        }
+        Ok(results)
+    }
+
+    /// Runs the deferred arrival match of order `idx` after `delay` (fill latency).
+    fn schedule_arrival(self: &Arc<Self>, idx: usize, delay: Option<Duration>) {
+        if let Some(delay) = delay {
             let this = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                if let Err(e) = this.mutate(|e| e.arrive(idx, SystemTime::now())) {
+                if let Err(e) = this.mutate_queued(|e| e.arrive(idx, SystemTime::now())) {
                     tracing::warn!(error = %e, "deferred fill not applied");
                 }
             });
         }
-        self.wait(lsn).await?;
-        Ok(outcome.order)
     }
 
     fn schedule_cancels(self: &Arc<Self>, pending: Vec<(usize, Duration)>) {
@@ -358,9 +476,9 @@ impl Shard {
             let this = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                match this.mutate(|e| e.confirm_cancel(idx, SystemTime::now())) {
-                    Ok((Ok(()), _)) => {}
-                    Ok((Err(e), _)) => tracing::warn!(error = %e, "cancel confirmation refused"),
+                match this.mutate_queued(|e| e.confirm_cancel(idx, SystemTime::now())) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cancel confirmation refused"),
                     Err(e) => tracing::warn!(error = %e, "cancel confirmation not applied"),
                 }
             });
@@ -377,10 +495,10 @@ impl Shard {
         account: &str,
         by: &OrderRef,
     ) -> Result<v1::Order, ShardError> {
-        let (result, lsn) = self.mutate(|e| e.cancel(account, by, SystemTime::now()))?;
+        let (result, ticket) = self.mutate(|e| e.cancel(account, by, SystemTime::now()))?;
         let (order, pending) = result?;
         self.schedule_cancels(pending.into_iter().collect());
-        self.wait(lsn).await?;
+        ticket.wait().await?;
         Ok(order)
     }
 
@@ -394,11 +512,11 @@ impl Shard {
         symbol: &str,
         venue: &str,
     ) -> Result<Vec<v1::Order>, ShardError> {
-        let (result, lsn) =
+        let (result, ticket) =
             self.mutate(|e| e.cancel_all(account, symbol, venue, SystemTime::now()))?;
         let (orders, pending) = result?;
         self.schedule_cancels(pending);
-        self.wait(lsn).await?;
+        ticket.wait().await?;
         Ok(orders)
     }
 
@@ -432,9 +550,9 @@ impl Shard {
         state: TradingState,
         actor: &Actor,
     ) -> Result<AccountRisk, ShardError> {
-        let (risk, lsn) =
+        let (risk, ticket) =
             self.mutate(|e| e.set_trading_state(account, symbol, state, actor, SystemTime::now()))?;
-        self.wait(lsn).await?;
+        ticket.wait().await?;
         Ok(risk)
     }
 
@@ -449,9 +567,9 @@ impl Shard {
         limits: RiskLimits,
         actor: &Actor,
     ) -> Result<AccountRisk, ShardError> {
-        let (risk, lsn) =
+        let (risk, ticket) =
             self.mutate(|e| e.set_risk_limits(account, mode, limits, actor, SystemTime::now()))?;
-        self.wait(lsn).await?;
+        ticket.wait().await?;
         Ok(risk)
     }
 
@@ -473,7 +591,7 @@ impl Shard {
 
     /// Feeds a market update to the engine (no wait: subscribers hear once it is durable).
     pub fn market(&self, f: impl FnOnce(&mut Engine)) {
-        if let Err(e) = self.mutate(f) {
+        if let Err(e) = self.mutate_queued(f) {
             tracing::debug!(error = %e, "market update not applied");
         }
     }
@@ -485,8 +603,8 @@ impl Shard {
                 () = tokio::time::sleep(every) => {}
                 () = shutdown.wait() => return,
             }
-            match self.mutate(|e| e.reconcile(SystemTime::now(), false)) {
-                Ok((n, _)) if n > 0 => tracing::info!(orders = n, "reconciled with the venue"),
+            match self.mutate_queued(|e| e.reconcile(SystemTime::now(), false)) {
+                Ok(n) if n > 0 => tracing::info!(orders = n, "reconciled with the venue"),
                 Ok(_) => {}
                 Err(_) => return,
             }

@@ -116,6 +116,17 @@ async fn all_orders(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_batch_loses_no_acknowledged_order_and_sends_none_twice() {
+    crash_rounds(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_batched_submits_loses_no_acknowledged_order_and_sends_none_twice() {
+    crash_rounds(25).await;
+}
+
+/// Submits the orders `per_call` at a time (1: `SubmitOrder`; more: `SubmitOrderBatch`)
+/// from 32 workers while the executor is killed and restarted.
+async fn crash_rounds(per_call: usize) {
     let rounds = env_or("EXECBRIDGE_CRASH_ROUNDS", 20);
     let total = env_or("EXECBRIDGE_CRASH_ORDERS", 10_000);
     let mut md = MarketdataConfig {
@@ -160,45 +171,89 @@ async fn kill_9_during_a_batch_loses_no_acknowledged_order_and_sends_none_twice(
         let mut client = client.clone();
         workers.push(tokio::spawn(async move {
             loop {
-                let Some(i) = queue.lock().unwrap().pop() else {
+                let taken: Vec<usize> = {
+                    let mut q = queue.lock().unwrap();
+                    let keep = q.len() - q.len().min(per_call);
+                    q.split_off(keep)
+                };
+                if taken.is_empty() {
                     if acked_count.load(Ordering::SeqCst) >= total {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
-                };
-                let result = client
-                    .submit_order(internal::SubmitOrderRequest {
-                        caller: None,
-                        request: Some(v1::SubmitOrderRequest {
-                            order: Some(order(i)),
-                        }),
-                    })
-                    .await;
-                match result {
-                    Ok(response) => {
-                        let r = response.into_inner().response.unwrap();
-                        let o = r.order.unwrap();
+                }
+                // Each order's outcome: its order, or None when unknown (a kill).
+                let outcomes: Vec<Option<v1::Order>> = if per_call == 1 {
+                    let result = client
+                        .submit_order(internal::SubmitOrderRequest {
+                            caller: None,
+                            request: Some(v1::SubmitOrderRequest {
+                                order: Some(order(taken[0])),
+                            }),
+                        })
+                        .await;
+                    vec![result.ok().map(|r| {
+                        let r = r.into_inner().response.unwrap();
                         if r.duplicate {
                             duplicates.fetch_add(1, Ordering::SeqCst);
                         }
-                        let mut acked = acked.lock().unwrap();
-                        match acked.insert(o.request.unwrap().client_order_id, o.order_id.clone()) {
-                            Some(previous) if previous != o.order_id => {
-                                mismatched.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Some(_) => {}
-                            None => {
-                                acked_count.fetch_add(1, Ordering::SeqCst);
+                        r.order.unwrap()
+                    })]
+                } else {
+                    let result = client
+                        .submit_order_batch(internal::SubmitOrderBatchRequest {
+                            caller: None,
+                            orders: taken.iter().map(|&i| order(i)).collect(),
+                        })
+                        .await;
+                    match result {
+                        Ok(r) => {
+                            let results = r.into_inner().results;
+                            assert_eq!(results.len(), taken.len(), "one result per order");
+                            results
+                                .into_iter()
+                                .enumerate()
+                                .map(|(k, r)| {
+                                    assert_eq!(r.index as usize, k, "results in request order");
+                                    if r.duplicate {
+                                        duplicates.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    match r.outcome {
+                                        Some(v1::order_result::Outcome::Order(o)) => Some(o),
+                                        _ => None,
+                                    }
+                                })
+                                .collect()
+                        }
+                        Err(_) => vec![None; taken.len()],
+                    }
+                };
+                let mut retry = Vec::new();
+                for (i, outcome) in taken.into_iter().zip(outcomes) {
+                    match outcome {
+                        Some(o) => {
+                            let mut acked = acked.lock().unwrap();
+                            match acked
+                                .insert(o.request.unwrap().client_order_id, o.order_id.clone())
+                            {
+                                Some(previous) if previous != o.order_id => {
+                                    mismatched.fetch_add(1, Ordering::SeqCst);
+                                }
+                                Some(_) => {}
+                                None => {
+                                    acked_count.fetch_add(1, Ordering::SeqCst);
+                                }
                             }
                         }
-                    }
-                    Err(_) => {
                         // Killed mid-call: the outcome is unknown, so retry with the same id.
-                        failures.fetch_add(1, Ordering::SeqCst);
-                        queue.lock().unwrap().push(i);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        None => retry.push(i),
                     }
+                }
+                if !retry.is_empty() {
+                    failures.fetch_add(retry.len(), Ordering::SeqCst);
+                    queue.lock().unwrap().extend(retry);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }));
@@ -278,11 +333,16 @@ async fn kill_9_during_a_batch_loses_no_acknowledged_order_and_sends_none_twice(
     )
     .expect("the audit trail reads");
     println!(
-        "crash test: {kills} kill -9 rounds, {total} orders in {:.1}s; acknowledged {} \
-         (of which {} answered as duplicates after a retry), {} calls failed by a kill and \
+        "crash test ({}): {kills} kill -9 rounds, {total} orders in {:.1}s; acknowledged {} \
+         (of which {} answered as duplicates after a retry), {} submissions failed by a kill and \
          were retried; orders in the executor {}; venue orders {venue_orders} (max {max_per_id} \
          per client_order_id); statuses {statuses:?}; not terminal {open}; audit entries {} \
          ({})",
+        if per_call == 1 {
+            "SubmitOrder".to_owned()
+        } else {
+            format!("SubmitOrderBatch of {per_call}")
+        },
         batch_time.as_secs_f64(),
         acked.len(),
         duplicates.load(Ordering::SeqCst),

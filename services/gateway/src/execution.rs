@@ -134,16 +134,15 @@ impl Execution {
             })
     }
 
-    /// Validates, authorises and forwards one order. Nothing refused here reaches the
-    /// executor.
-    async fn submit_one(
+    /// Validates and authorises one order; returns its account. Nothing refused here
+    /// reaches the executor.
+    fn check_order(
         &self,
-        ctx: &CallContext,
         admitted: &Admitted,
-        order: v1::OrderRequest,
+        order: &v1::OrderRequest,
         prefix: &str,
-    ) -> Result<v1::SubmitOrderResponse, GatewayError> {
-        let parsed = order_request_from_proto(&order, prefix).map_err(GatewayError::violations)?;
+    ) -> Result<String, GatewayError> {
+        let parsed = order_request_from_proto(order, prefix).map_err(GatewayError::violations)?;
         let permission = match parsed.mode {
             TradingMode::Paper => Permission::TradePaper,
             TradingMode::Live => Permission::TradeLive,
@@ -158,12 +157,24 @@ impl Execution {
         if !violations.is_empty() {
             return Err(GatewayError::Invalid(violations));
         }
+        Ok(parsed.account.to_string())
+    }
+
+    /// Validates, authorises and forwards one order.
+    async fn submit_one(
+        &self,
+        ctx: &CallContext,
+        admitted: &Admitted,
+        order: v1::OrderRequest,
+        prefix: &str,
+    ) -> Result<v1::SubmitOrderResponse, GatewayError> {
+        let account = self.check_order(admitted, &order, prefix)?;
         let body = internal::SubmitOrderRequest {
             caller: Some(ctx.caller.clone()),
             request: Some(v1::SubmitOrderRequest { order: Some(order) }),
         };
         let response = self
-            .forward(ctx, parsed.account.as_str(), body, |mut c, r| async move {
+            .forward(ctx, &account, body, |mut c, r| async move {
                 c.submit_order(r).await
             })
             .await?;
@@ -173,42 +184,91 @@ impl Execution {
         })
     }
 
+    /// One message of a `SubmitOrders` stream: each order is admitted, validated and
+    /// authorised on its own; the accepted ones go to their shards as one
+    /// `SubmitOrderBatch` per shard, so a batch shares the executor's journal commits.
     async fn run_batch(
         &self,
         ctx: CallContext,
         admitted: &Admitted,
         batch: v1::SubmitOrdersRequest,
     ) -> v1::SubmitOrdersResponse {
-        let submits = batch.orders.into_iter().enumerate().map(|(i, order)| {
-            let ctx = ctx.clone();
-            async move {
-                let client_order_id = order.client_order_id.clone();
-                let outcome = match self
-                    .admission
-                    .spend("SubmitOrders", admitted, RpcClass::Submit)
-                {
-                    Ok(()) => self.submit_one(&ctx, admitted, order, "order.").await,
-                    Err(e) => Err(e),
-                };
-                let (outcome, duplicate) = match outcome {
-                    Ok(r) => (r.order.map(v1::order_result::Outcome::Order), r.duplicate),
-                    Err(e) => (
-                        Some(v1::order_result::Outcome::Error(to_order_error(
-                            &Status::from(e),
-                        ))),
-                        false,
-                    ),
-                };
-                v1::OrderResult {
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    client_order_id,
-                    outcome,
-                    duplicate,
+        let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        let failed = |i: usize, client_order_id: String, status: &Status| v1::OrderResult {
+            index: index(i),
+            client_order_id,
+            outcome: Some(v1::order_result::Outcome::Error(to_order_error(status))),
+            duplicate: false,
+        };
+        let mut results: Vec<Option<v1::OrderResult>> = vec![None; batch.orders.len()];
+        // Shard id -> (an account it owns, (position in the batch, order)).
+        let mut groups: HashMap<String, (String, Vec<(usize, v1::OrderRequest)>)> = HashMap::new();
+        for (i, order) in batch.orders.into_iter().enumerate() {
+            let checked = self
+                .admission
+                .spend("SubmitOrders", admitted, RpcClass::Submit)
+                .and_then(|()| self.check_order(admitted, &order, "order."));
+            match checked {
+                Ok(account) => {
+                    let shard = self.shards.for_account(&account).id.clone();
+                    groups
+                        .entry(shard)
+                        .or_insert_with(|| (account, Vec::new()))
+                        .1
+                        .push((i, order));
                 }
+                Err(e) => results[i] = Some(failed(i, order.client_order_id, &Status::from(e))),
+            }
+        }
+        let calls = groups.into_values().map(|(account, orders)| {
+            let ctx = &ctx;
+            async move {
+                let (positions, orders): (Vec<usize>, Vec<v1::OrderRequest>) =
+                    orders.into_iter().unzip();
+                let ids: Vec<String> = orders.iter().map(|o| o.client_order_id.clone()).collect();
+                let body = internal::SubmitOrderBatchRequest {
+                    caller: Some(ctx.caller.clone()),
+                    orders,
+                };
+                let outcome = self
+                    .forward(ctx, &account, body, |mut c, r| async move {
+                        c.submit_order_batch(r).await
+                    })
+                    .await;
+                (positions, ids, outcome)
             }
         });
+        for (positions, ids, outcome) in futures::future::join_all(calls).await {
+            match outcome {
+                Ok(response) => {
+                    for mut result in response.results {
+                        let Some(&i) = usize::try_from(result.index)
+                            .ok()
+                            .and_then(|k| positions.get(k))
+                        else {
+                            continue;
+                        };
+                        result.index = index(i);
+                        results[i] = Some(result);
+                    }
+                }
+                Err(e) => {
+                    let status = Status::from(e);
+                    for (i, id) in positions.iter().zip(&ids) {
+                        results[*i] = Some(failed(*i, id.clone(), &status));
+                    }
+                }
+            }
+        }
+        // An executor that answered fewer results than it was sent orders is a bug; the
+        // caller still gets one result per order.
+        let missing = Status::internal("the executor sent no result for this order");
         v1::SubmitOrdersResponse {
-            results: futures::future::join_all(submits).await,
+            results: results
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| r.unwrap_or_else(|| failed(i, String::new(), &missing)))
+                .collect(),
             batch_id: batch.batch_id,
         }
     }

@@ -30,6 +30,7 @@ fn options(segment_bytes: u64) -> Options {
         fsync: true,
         segment_bytes,
         max_batch: 1000,
+        sync_delay: std::time::Duration::from_millis(1),
     }
 }
 
@@ -60,7 +61,7 @@ async fn records_are_durable_in_order_and_replay_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let (j, seen) = start(dir.path(), 0, 4096);
     for lsn in 1..=300 {
-        j.append(vec![update(lsn)]).unwrap();
+        let _ = j.append(vec![update(lsn)], false).unwrap();
     }
     j.wait(300).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), (1..=300).collect::<Vec<_>>());
@@ -69,7 +70,7 @@ async fn records_are_durable_in_order_and_replay_across_segments() {
     assert_eq!(lsns(dir.path()), (1..=300).collect::<Vec<_>>());
     // Appending after a restart continues the sequence.
     let (j, _) = start(dir.path(), 300, 4096);
-    j.append(vec![update(301)]).unwrap();
+    let _ = j.append(vec![update(301)], false).unwrap();
     j.wait(301).await.unwrap();
     drop(j);
     assert_eq!(lsns(dir.path()).last(), Some(&301));
@@ -79,7 +80,7 @@ async fn records_are_durable_in_order_and_replay_across_segments() {
 async fn a_torn_tail_is_cut_off_and_the_journal_continues() {
     let dir = tempfile::tempdir().unwrap();
     let (j, _) = start(dir.path(), 0, 1 << 20);
-    j.append((1..=10).map(update).collect()).unwrap();
+    let _ = j.append((1..=10).map(update).collect(), false).unwrap();
     j.wait(10).await.unwrap();
     drop(j);
     let seg = segments(dir.path()).unwrap().pop().unwrap();
@@ -89,7 +90,7 @@ async fn a_torn_tail_is_cut_off_and_the_journal_continues() {
     drop(f);
     assert_eq!(lsns(dir.path()), (1..=10).collect::<Vec<_>>());
     let (j, _) = start(dir.path(), 10, 1 << 20);
-    j.append(vec![update(11)]).unwrap();
+    let _ = j.append(vec![update(11)], false).unwrap();
     j.wait(11).await.unwrap();
     drop(j);
     assert_eq!(lsns(dir.path()).len(), 11);
@@ -103,7 +104,7 @@ fn damage_before_the_tail_stops_the_replay_and_names_the_place() {
         .build()
         .unwrap();
     let (j, _) = start(dir.path(), 0, 4096);
-    j.append((1..=200).map(update).collect()).unwrap();
+    let _ = j.append((1..=200).map(update).collect(), false).unwrap();
     rt.block_on(j.wait(200)).unwrap();
     drop(j);
     let first = segments(dir.path()).unwrap().remove(0);
@@ -125,7 +126,7 @@ fn damage_before_the_tail_stops_the_replay_and_names_the_place() {
 async fn after_a_failed_write_nothing_is_acknowledged_again() {
     let dir = tempfile::tempdir().unwrap();
     let (j, _) = start(dir.path(), 0, 1 << 20);
-    j.append(vec![update(1)]).unwrap();
+    let _ = j.append(vec![update(1)], false).unwrap();
     j.wait(1).await.unwrap();
     // /dev/full fails every write with ENOSPC: the stand-in for a failing disk.
     let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
@@ -142,6 +143,10 @@ async fn after_a_failed_write_nothing_is_acknowledged_again() {
         written: 0,
         durable: durable_tx,
         after: Box::new(Collect(Arc::new(Mutex::new(Vec::new())))),
+        written_lsn: 1,
+        durable_lsn: 1,
+        unsynced: Vec::new(),
+        waiters: Vec::new(),
     };
     let thread = thread::spawn(move || writer.run(rx));
     let broken = Journal {
@@ -149,13 +154,69 @@ async fn after_a_failed_write_nothing_is_acknowledged_again() {
         durable,
         thread: Some(thread),
     };
-    broken.append(vec![update(2)]).unwrap();
+    let ticket = broken.append(vec![update(2)], true).unwrap();
+    let err = ticket.wait().await.unwrap_err();
+    assert!(matches!(err, JournalError::Failed(_)), "{err}");
     let err = broken.wait(2).await.unwrap_err();
     assert!(matches!(err, JournalError::Failed(_)), "{err}");
     assert!(broken.failed().is_some());
     assert!(
-        broken.append(vec![update(3)]).is_err(),
+        broken.append(vec![update(3)], true).is_err(),
         "fail-stop: the writer is gone"
     );
     assert_eq!(broken.durable_lsn(), 1);
+}
+
+#[tokio::test]
+async fn a_ticket_completes_once_its_records_are_durable_and_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, seen) = start(dir.path(), 0, 1 << 20);
+    let mut tickets = Vec::new();
+    for lsn in 1..=50 {
+        tickets.push((lsn, j.append(vec![update(lsn)], true).unwrap()));
+    }
+    for (lsn, ticket) in tickets {
+        ticket.wait().await.unwrap();
+        assert!(j.durable_lsn() >= lsn);
+        assert!(
+            seen.lock().unwrap().contains(&lsn),
+            "published before released"
+        );
+    }
+}
+
+#[tokio::test]
+async fn records_without_a_ticket_are_synced_within_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, seen) = start(dir.path(), 0, 1 << 20);
+    let ticket = j.append(vec![update(1), update(2)], false).unwrap();
+    ticket.wait().await.unwrap();
+    // Nobody waits: the writer still syncs and publishes them (options: 1 ms delay).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while j.durable_lsn() < 2 {
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+    // A sync request for what is already durable is ready at once.
+    j.sync(2).wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sync_request_makes_pending_records_durable_without_waiting_for_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut slow = options(1 << 20);
+    slow.sync_delay = std::time::Duration::from_secs(3600);
+    let j = Journal::start(dir.path(), 0, slow, Box::new(Collect(seen.clone()))).unwrap();
+    j.append(vec![update(1)], false)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), j.sync(1).wait())
+        .await
+        .expect("the sync request did not wait for the hour-long delay")
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![1]);
 }

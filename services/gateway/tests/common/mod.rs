@@ -58,6 +58,34 @@ impl ExecutorService for RecordingExecutor {
             }),
         }))
     }
+    async fn submit_order_batch(
+        &self,
+        r: Request<internal::SubmitOrderBatchRequest>,
+    ) -> Result<Response<internal::SubmitOrderBatchResponse>, Status> {
+        // Counted per order: a batch of n orders is n orders reaching the executor.
+        let orders = r.into_inner().orders;
+        let results = orders
+            .into_iter()
+            .enumerate()
+            .map(|(i, order)| {
+                self.hit();
+                v1::OrderResult {
+                    index: u32::try_from(i).unwrap(),
+                    client_order_id: order.client_order_id.clone(),
+                    outcome: Some(v1::order_result::Outcome::Order(v1::Order {
+                        order_id: format!("s0-{}", i + 1),
+                        request: Some(order),
+                        status: v1::OrderStatus::Filled as i32,
+                        ..Default::default()
+                    })),
+                    duplicate: false,
+                }
+            })
+            .collect();
+        Ok(Response::new(internal::SubmitOrderBatchResponse {
+            results,
+        }))
+    }
     async fn cancel_order(
         &self,
         _: Request<internal::CancelOrderRequest>,
