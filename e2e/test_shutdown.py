@@ -29,10 +29,18 @@ GRACE_SECS = 5
 ALLOWED = {"OK", "UNAVAILABLE"}
 
 
-def outcome_of(error: BaseException) -> str:
+#: The full text of every outcome outside ALLOWED, for the failure message.
+UNEXPECTED: list[str] = []
+
+
+def outcome_of(error: BaseException, where: str = "") -> str:
     if isinstance(error, ExecbridgeError):
-        return error.code.name if error.code is not None else type(error).__name__
-    return f"{type(error).__name__}: {error}"
+        name = error.code.name if error.code is not None else type(error).__name__
+    else:
+        name = f"{type(error).__name__}: {error}"
+    if name not in ALLOWED:
+        UNEXPECTED.append(f"{where}: {name}: {error!r}")
+    return name
 
 
 async def test_sigterm_to_the_gateway_lets_every_call_finish_or_fail_unavailable_within_the_grace() -> None:
@@ -58,7 +66,7 @@ async def test_sigterm_to_the_gateway_lets_every_call_finish_or_fail_unavailable
                         await client.submit_order(order(f"u{number}"), timeout=GRACE_SECS + 10)
                         outcomes["OK"] += 1
                     except Exception as error:
-                        outcomes[outcome_of(error)] += 1
+                        outcomes[outcome_of(error, "unary")] += 1
                         if terminated.is_set():
                             return
                     await asyncio.sleep(0.02)
@@ -71,10 +79,10 @@ async def test_sigterm_to_the_gateway_lets_every_call_finish_or_fail_unavailable
             async def stream_worker() -> None:
                 try:
                     async for result in client.submit_orders(batches()):
-                        outcomes["OK" if result.ok else f"order {outcome_of(result.error)}"] += 1  # type: ignore[arg-type]
+                        outcomes["OK" if result.ok else f"order {outcome_of(result.error, 'batch order')}"] += 1  # type: ignore[arg-type]
                     outcomes["stream ended without error"] += 1
                 except Exception as error:
-                    outcomes[outcome_of(error)] += 1
+                    outcomes[outcome_of(error, "batch stream")] += 1
 
             async def subscriber() -> None:
                 try:
@@ -83,7 +91,7 @@ async def test_sigterm_to_the_gateway_lets_every_call_finish_or_fail_unavailable
                             pass
                     outcomes["update stream ended without error"] += 1
                 except Exception as error:
-                    outcomes[outcome_of(error)] += 1
+                    outcomes[outcome_of(error, "update stream")] += 1
 
             workers = [asyncio.create_task(unary_worker(n)) for n in range(4)]
             workers += [asyncio.create_task(stream_worker()), asyncio.create_task(subscriber())]
@@ -105,5 +113,5 @@ async def test_sigterm_to_the_gateway_lets_every_call_finish_or_fail_unavailable
 
     assert elapsed <= GRACE_SECS + 1, f"the gateway took {elapsed:.1f}s to exit (grace {GRACE_SECS}s)"
     assert exit_code == 0, f"the gateway exited with {exit_code} on SIGTERM"
-    assert set(outcomes) <= ALLOWED, f"calls ended otherwise than OK or UNAVAILABLE: {outcomes}"
+    assert set(outcomes) <= ALLOWED, f"calls ended otherwise than OK or UNAVAILABLE: {outcomes}: {UNEXPECTED}"
     assert outcomes["UNAVAILABLE"] >= 1, outcomes

@@ -235,6 +235,13 @@ max_concurrent_streams = 100
 name = "trader"
 permissions = ["trade:paper", "orders:read", "marketdata:read"]
 accounts = ["acct-1"]
+# Load tests run as the trader: room for a fast machine (the "slow" principal is the one
+# whose limits are tested).
+[principals.limits]
+submit = {{ per_second = 100000, burst = 100000 }}
+cancel = {{ per_second = 100000, burst = 100000 }}
+read = {{ per_second = 100000, burst = 100000 }}
+stream = {{ per_second = 1000, burst = 1000 }}
 
 [[principals]]
 name = "reader"
