@@ -27,6 +27,10 @@ use execbridge_testutil::{Running, server_config};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
+/// The allocator the executor binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

@@ -390,9 +390,6 @@ impl Engine {
                 p.quantity.abs() * mark
             })
             .sum();
-        let second_ago = now
-            .checked_sub(Duration::from_secs(1))
-            .unwrap_or(UNIX_EPOCH);
         Exposure {
             last_price,
             position: self
@@ -404,7 +401,7 @@ impl Engine {
             orders_last_second: self
                 .rate
                 .get(account)
-                .map_or(0, |w| w.iter().filter(|t| **t > second_ago).count() as u32),
+                .map_or(0, |w| u32::try_from(w.len()).unwrap_or(u32::MAX)),
             daily_pnl: self
                 .daily_pnl
                 .get(&(account.to_owned(), day_of(now)))
@@ -454,17 +451,20 @@ impl Engine {
             risk.state = TradingState::Active;
             risk.symbol_states.clear();
         }
-        let exposure = self.exposure(&request, now);
-        let verdict = risk::check(&risk, &request, &exposure);
+        // The order-rate window holds the account's submits of the last second: pruned
+        // here, so the risk check reads its length instead of scanning it.
         let window = self.rate.entry(request.account.to_string()).or_default();
-        window.push_back(now);
-        while window.len() > 1
-            && window.front().is_some_and(|t| {
-                now.duration_since(*t).unwrap_or_default() > Duration::from_secs(1)
-            })
-        {
+        while window.front().is_some_and(|t| {
+            now.duration_since(*t).unwrap_or_default() >= Duration::from_secs(1)
+        }) {
             window.pop_front();
         }
+        let exposure = self.exposure(&request, now);
+        let verdict = risk::check(&risk, &request, &exposure);
+        self.rate
+            .entry(request.account.to_string())
+            .or_default()
+            .push_back(now);
         let idx = self.orders.len();
         let order_id = OrderId::new_checked(format!("{}-{}", self.shard, idx + 1))
             .map_err(|e| EngineError::Internal(format!("order id: {e}")))?;

@@ -4,6 +4,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: the order path allocates many small,
+/// short-lived strings and messages, where glibc malloc's consolidation showed up as a
+/// fifth of the executor's profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("verify") {
