@@ -92,25 +92,66 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// The hash this entry must have after `prev_hash`.
     pub fn expected_hash(&self, prev_hash: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(prev_hash.as_bytes());
-        h.update(b"\n");
-        h.update(
-            format!(
-                "{}|{}|{}|{}|{}|{}|{}|{}",
-                self.lsn,
-                self.sequence,
-                self.time_nanos,
-                self.kind,
-                self.account,
-                self.order_id,
-                self.client_order_id,
-                self.payload
-            )
-            .as_bytes(),
+        use std::fmt::Write as _;
+        let mut h = HashText(Sha256::new());
+        h.0.update(prev_hash.as_bytes());
+        h.0.update(b"\n");
+        // Hashed as it is formatted, without building the text.
+        let _ = write!(
+            h,
+            "{}|{}|{}|{}|{}|{}|{}|{}",
+            self.lsn,
+            self.sequence,
+            self.time_nanos,
+            self.kind,
+            self.account,
+            self.order_id,
+            self.client_order_id,
+            self.payload
         );
-        hex::encode(h.finalize())
+        hex::encode(h.0.finalize())
     }
+}
+
+/// Feeds formatted text straight into a hash.
+struct HashText(Sha256);
+
+impl std::fmt::Write for HashText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The details of an order event, as the trail stores them (JSON).
+#[derive(serde::Serialize)]
+struct OrderPayload<'a> {
+    status: &'a str,
+    symbol: &'a str,
+    venue: &'a str,
+    side: i32,
+    r#type: i32,
+    quantity: &'a str,
+    price: &'a str,
+    filled_quantity: &'a str,
+    average_fill_price: &'a str,
+    venue_order_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reject_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fill: Option<FillPayload<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct FillPayload<'a> {
+    trade_id: &'a str,
+    price: &'a str,
+    quantity: &'a str,
+    fee: &'a str,
+    fee_asset: &'a str,
+    liquidity: i32,
 }
 
 /// Builds the unchained entry of a journal record.
@@ -118,59 +159,55 @@ pub fn entry_of(e: &Entry) -> AuditEntry {
     let time_nanos = e.time.seconds * 1_000_000_000 + i64::from(e.time.nanos);
     let (sequence, kind, account, order_id, client_order_id, payload) = match &e.payload {
         Payload::Update(u) => {
-            let order = u.order.clone().unwrap_or_default();
-            let request = order.request.clone().unwrap_or_default();
-            let event = v1::OrderEventType::try_from(u.event)
-                .map(|k| {
+            let default_order = v1::Order::default();
+            let default_request = v1::OrderRequest::default();
+            let order = u.order.as_ref().unwrap_or(&default_order);
+            let request = order.request.as_ref().unwrap_or(&default_request);
+            let event = v1::OrderEventType::try_from(u.event).map_or_else(
+                |_| u.event.to_string(),
+                |k| {
                     k.as_str_name()
                         .trim_start_matches("ORDER_EVENT_TYPE_")
                         .to_owned()
-                })
-                .unwrap_or_else(|_| u.event.to_string());
+                },
+            );
             let status = v1::OrderStatus::try_from(order.status)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("ORDER_STATUS_")
-                        .to_owned()
-                })
+                .map(|s| s.as_str_name().trim_start_matches("ORDER_STATUS_"))
                 .unwrap_or_default();
-            let mut payload = json!({
-                "status": status,
-                "symbol": request.symbol,
-                "venue": request.venue,
-                "side": request.side,
-                "type": request.r#type,
-                "quantity": request.quantity,
-                "price": request.price,
-                "filled_quantity": order.filled_quantity,
-                "average_fill_price": order.average_fill_price,
-                "venue_order_id": order.venue_order_id,
-            });
-            if order.reject_reason != 0 || !order.reject_message.is_empty() {
-                payload["reject_reason"] = json!(
+            let rejected = order.reject_reason != 0 || !order.reject_message.is_empty();
+            let payload = OrderPayload {
+                status,
+                symbol: &request.symbol,
+                venue: &request.venue,
+                side: request.side,
+                r#type: request.r#type,
+                quantity: &request.quantity,
+                price: &request.price,
+                filled_quantity: &order.filled_quantity,
+                average_fill_price: &order.average_fill_price,
+                venue_order_id: &order.venue_order_id,
+                reject_reason: rejected.then(|| {
                     v1::RejectReason::try_from(order.reject_reason)
                         .map(|r| r.as_str_name())
                         .unwrap_or_default()
-                );
-                payload["message"] = json!(order.reject_message);
-            }
-            if let Some(fill) = &u.fill {
-                payload["fill"] = json!({
-                    "trade_id": fill.trade_id,
-                    "price": fill.price,
-                    "quantity": fill.quantity,
-                    "fee": fill.fee,
-                    "fee_asset": fill.fee_asset,
-                    "liquidity": fill.liquidity,
-                });
-            }
+                }),
+                message: rejected.then_some(order.reject_message.as_str()),
+                fill: u.fill.as_ref().map(|fill| FillPayload {
+                    trade_id: &fill.trade_id,
+                    price: &fill.price,
+                    quantity: &fill.quantity,
+                    fee: &fill.fee,
+                    fee_asset: &fill.fee_asset,
+                    liquidity: fill.liquidity,
+                }),
+            };
             (
                 u.sequence,
                 format!("ORDER_{event}"),
-                request.account,
-                order.order_id,
-                request.client_order_id,
-                payload.to_string(),
+                request.account.clone(),
+                order.order_id.clone(),
+                request.client_order_id.clone(),
+                serde_json::to_string(&payload).unwrap_or_default(),
             )
         }
         Payload::Admin(a) => {
