@@ -305,11 +305,18 @@ fn read_segments(
 ) -> Result<u64, JournalError> {
     let mut last = 0;
     let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
+    // One buffer for every segment, sized to the file before reading: no regrowth copies
+    // and no fresh pages per segment.
+    let mut data = Vec::new();
     for (i, path) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
-        let mut data = Vec::new();
+        data.clear();
         File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut data))
+            .and_then(|mut f| {
+                let len = f.metadata()?.len();
+                data.reserve(usize::try_from(len).unwrap_or(0));
+                f.read_to_end(&mut data)
+            })
             .map_err(|e| io_error(path, &e))?;
         let mut offset = 0usize;
         while offset < data.len() {
