@@ -338,6 +338,8 @@ impl Engine {
 
     /// Takes the journal entries produced since the last call, in LSN order.
     pub fn take_outbox(&mut self) -> Vec<Entry> {
+        // The venue's side of whatever these records report is written first.
+        self.venue.flush();
         std::mem::take(&mut self.outbox)
     }
 

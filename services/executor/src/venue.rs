@@ -119,6 +119,8 @@ pub struct PaperVenue {
     config: PaperConfig,
     rng: ChaCha8Rng,
     ledger: Option<(PathBuf, File)>,
+    /// Ledger lines not yet written: see [`PaperVenue::flush`].
+    pending: Vec<u8>,
     records: HashMap<(String, String), VenueRecord>,
     by_venue_id: HashMap<String, (String, String)>,
     next_order: u64,
@@ -141,6 +143,7 @@ impl PaperVenue {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             config,
             ledger: None,
+            pending: Vec::new(),
             records: HashMap::new(),
             by_venue_id: HashMap::new(),
             next_order: 0,
@@ -247,15 +250,31 @@ impl PaperVenue {
     }
 
     fn record(&mut self, entry: LedgerEntry) {
-        if let Some((path, file)) = &mut self.ledger {
-            let mut line = serde_json::to_vec(&entry).unwrap_or_default();
-            line.push(b'\n');
-            // One write per fact: it reaches the page cache, which a process crash keeps.
-            if let Err(e) = file.write_all(&line) {
-                tracing::error!(path = %path.display(), error = %e, "paper venue ledger write failed");
+        if self.ledger.is_some() {
+            if serde_json::to_writer(&mut self.pending, &entry).is_ok() {
+                self.pending.push(b'\n');
+            }
+            if self.pending.len() >= 1 << 16 {
+                self.flush();
             }
         }
         self.remember(&entry);
+    }
+
+    /// Writes the facts recorded since the last flush with one `write`: they reach the
+    /// page cache, which a process crash keeps. The engine flushes at the end of every
+    /// change, before the lock is released and before any of it is journaled, so the venue
+    /// holds its side of an order before the executor records or reports the answer.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some((path, file)) = &mut self.ledger
+            && let Err(e) = file.write_all(&self.pending)
+        {
+            tracing::error!(path = %path.display(), error = %e, "paper venue ledger write failed");
+        }
+        self.pending.clear();
     }
 
     /// An order arrives at the venue.
@@ -433,4 +452,10 @@ pub fn count_venue_orders(path: &Path) -> std::io::Result<HashMap<(String, Strin
         }
     }
     Ok(out)
+}
+
+impl Drop for PaperVenue {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
