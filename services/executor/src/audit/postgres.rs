@@ -1,4 +1,11 @@
 //! The PostgreSQL sink: one table, a transaction per batch.
+//!
+//! A lost connection (server restart, failover, an idle connection cut by a proxy) is
+//! re-established and the batch written again, a few times with growing pauses, before
+//! the sink gives up. Rows are keyed by LSN and a retried batch skips rows a lost commit
+//! had already written, so a retry never duplicates or reorders the chain.
+
+use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
@@ -12,7 +19,17 @@ fn err(e: impl std::fmt::Display) -> AuditError {
 pub struct PostgresSink {
     client: Client,
     table: String,
+    url: String,
 }
+
+/// Pauses before each reconnect attempt of one write.
+const RECONNECT_PAUSES: [Duration; 5] = [
+    Duration::from_millis(0),
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 
 impl PostgresSink {
     /// Connects with `url` (a `postgres://` URL or a `host=... dbname=...` string) and
@@ -34,7 +51,49 @@ impl PostgresSink {
         Ok(Self {
             client,
             table: table.to_owned(),
+            url: url.to_owned(),
         })
+    }
+
+    /// The server process serving this sink's connection (tests cut it).
+    ///
+    /// # Errors
+    /// When the server refuses.
+    pub fn backend_pid(&mut self) -> Result<i32, AuditError> {
+        let row = self
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .map_err(err)?;
+        Ok(row.get(0))
+    }
+
+    fn write_once(&mut self, entries: &[AuditEntry]) -> Result<(), postgres::Error> {
+        let mut tx = self.client.transaction()?;
+        let stmt = tx.prepare(&format!(
+            "INSERT INTO {} (lsn, sequence, time_nanos, kind, account, order_id,
+             client_order_id, payload, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (lsn) DO NOTHING",
+            self.table
+        ))?;
+        for e in entries {
+            tx.execute(
+                &stmt,
+                &[
+                    &(e.lsn as i64),
+                    &(e.sequence as i64),
+                    &e.time_nanos,
+                    &e.kind,
+                    &e.account,
+                    &e.order_id,
+                    &e.client_order_id,
+                    &e.payload,
+                    &e.prev_hash,
+                    &e.hash,
+                ],
+            )?;
+        }
+        tx.commit()
     }
 
     /// Runs a statement (tests tamper with the trail through it).
@@ -65,34 +124,33 @@ impl AuditSink for PostgresSink {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.client.transaction().map_err(err)?;
-        let stmt = tx
-            .prepare(&format!(
-                "INSERT INTO {} (lsn, sequence, time_nanos, kind, account, order_id,
-                 client_order_id, payload, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                self.table
-            ))
-            .map_err(err)?;
-        for e in entries {
-            tx.execute(
-                &stmt,
-                &[
-                    &(e.lsn as i64),
-                    &(e.sequence as i64),
-                    &e.time_nanos,
-                    &e.kind,
-                    &e.account,
-                    &e.order_id,
-                    &e.client_order_id,
-                    &e.payload,
-                    &e.prev_hash,
-                    &e.hash,
-                ],
-            )
-            .map_err(err)?;
+        let mut failure = match self.write_once(entries) {
+            Ok(()) => return Ok(()),
+            Err(e) if !self.client.is_closed() => return Err(err(e)),
+            Err(e) => e.to_string(),
+        };
+        for pause in RECONNECT_PAUSES {
+            tracing::warn!(error = %failure, retry_in_ms = pause.as_millis() as u64, "audit sink postgres: connection lost, reconnecting");
+            std::thread::sleep(pause);
+            match Client::connect(&self.url, NoTls) {
+                Ok(client) => self.client = client,
+                Err(e) => {
+                    failure = e.to_string();
+                    continue;
+                }
+            }
+            match self.write_once(entries) {
+                Ok(()) => {
+                    tracing::info!("audit sink postgres: reconnected");
+                    return Ok(());
+                }
+                Err(e) if !self.client.is_closed() => return Err(err(e)),
+                Err(e) => failure = e.to_string(),
+            }
         }
-        tx.commit().map_err(err)
+        Err(err(format!(
+            "connection lost and not re-established: {failure}"
+        )))
     }
 
     fn read_all(&mut self) -> Result<Vec<AuditEntry>, AuditError> {

@@ -110,6 +110,40 @@ fn the_postgres_sink_against_the_real_server() {
     sink.execute(&format!("DROP TABLE {table}")).unwrap();
 }
 
+#[test]
+fn the_postgres_sink_reconnects_after_losing_its_connection() {
+    let Ok(url) = std::env::var("EXECBRIDGE_TEST_POSTGRES_URL") else {
+        println!(
+            "SKIPPED: EXECBRIDGE_TEST_POSTGRES_URL is not set; the PostgreSQL audit sink was not tested"
+        );
+        return;
+    };
+    let table = format!("audit_reconnect_{}", std::process::id());
+    let mut sink = PostgresSink::connect(&url, &table).unwrap();
+    let all = chained(6);
+    sink.write(&all[..3]).unwrap();
+    // Another session ends the sink's server process, as a server restart would.
+    let pid = sink.backend_pid().unwrap();
+    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let row = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the backend was terminated");
+    // The next batch goes through on a new connection, and repeating a batch that is
+    // already there neither duplicates nor breaks the chain.
+    sink.write(&all[3..]).unwrap();
+    assert_ne!(sink.backend_pid().unwrap(), pid, "a new connection");
+    sink.write(&all[3..]).unwrap();
+    assert_eq!(
+        verify(&url, &table).unwrap(),
+        Verdict {
+            entries: 6,
+            first_bad: None
+        }
+    );
+    sink.execute(&format!("DROP TABLE {table}")).unwrap();
+}
+
 #[cfg(feature = "questdb")]
 #[test]
 fn the_questdb_sink_sends_line_protocol_rows() {
