@@ -105,6 +105,9 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        // Exported at 0 from the start: an alert's increase() needs the series before the
+        // first close.
+        connections_closed.with_label_values(&["auth_failures"]);
         // Only a duplicate name fails, which a fresh registry never has.
         let _ = registry.register(Box::new(auth_failures.clone()));
         let _ = registry.register(Box::new(refusals.clone()));
