@@ -94,6 +94,9 @@ impl Tracing {
     }
 }
 
+/// The layer [`layer`] builds, and the exporter behind it.
+pub type Exporting<S> = (OpenTelemetryLayer<S, SdkTracer>, Tracing);
+
 /// The tracing-subscriber layer exporting spans of `service` to the configured collector,
 /// or `None` when no endpoint is set. Installs the W3C trace-context propagator.
 ///
@@ -104,7 +107,7 @@ impl Tracing {
 pub fn layer<S>(
     service: &'static str,
     config: &TracingConfig,
-) -> Result<Option<(OpenTelemetryLayer<S, SdkTracer>, Tracing)>, TracingError>
+) -> Result<Option<Exporting<S>>, TracingError>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {

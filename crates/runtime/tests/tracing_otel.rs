@@ -19,9 +19,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 
+/// A received span: its name and trace id.
+type Received = (String, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Receiver {
-    spans: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    spans: Arc<Mutex<Vec<Received>>>,
 }
 
 #[tonic::async_trait]

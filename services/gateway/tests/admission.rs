@@ -2,6 +2,8 @@
 //! exact status code and `ErrorInfo` reason, and the executor behind the gateway sees none
 //! of them.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! failures close the connection they arrive on (and only that one), and a request
 //! message over `server.max_decoding_message_bytes` is refused before it reaches anything.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;

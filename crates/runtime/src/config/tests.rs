@@ -68,6 +68,8 @@ fn a_missing_file_is_an_error() {
 }
 
 #[test]
+// The closure's error type is figment's own (`Jail::expect_with`).
+#[allow(clippy::result_large_err)]
 fn environment_overrides_the_file() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("EXECBRIDGE_JAILED_SERVER__LISTEN", "127.0.0.1:4242");
