@@ -7,9 +7,10 @@ the receiver gets for that trace must link up: the SDK's CLIENT span, the gatewa
 span under it (with its ``admission`` span), the gateway's CLIENT hop to the executor, the
 executor's SERVER span under that, and the executor's stages.
 
-The executor's ``venue``, ``risk`` and ``journal`` spans need changes in the executor's
-order pipeline (``services/executor/src/shard.rs`` and ``engine.rs``); until those land,
-their tests are strict xfails naming what is missing, and they turn into failures (to be
+The executor's ``venue``, ``risk`` and ``journal`` spans (and with them the proof that the
+order's intent is durable before the venue sees it) need changes in the executor's order
+pipeline (``services/executor/src/shard.rs`` and ``engine.rs``); until those land, their
+tests are strict xfails naming what is missing, and they turn into failures (to be
 unmarked) as soon as the spans arrive.
 """
 
@@ -50,6 +51,11 @@ PENDING_EXECUTOR_SPANS = (
     "PaperVenue::receive has no trace to join"
 )
 
+PENDING_JOURNAL_SPAN = (
+    "needs services/executor/src/shard.rs: Shard::wait must await journal::wait_durable "
+    'instrumented with otel_span!("journal")'
+)
+
 
 @dataclass(frozen=True)
 class ReceivedSpan:
@@ -62,6 +68,8 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    start_ns: int
+    end_ns: int
     attributes: dict[str, str]
 
 
@@ -91,6 +99,8 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                             attributes={a.key: str(a.value.string_value or a.value.int_value) for a in span.attributes},
                         )
                     )
@@ -271,11 +281,21 @@ async def test_the_gateway_admits_inside_its_rpc_span_and_before_forwarding(trac
     assert admission not in traced.ancestors(hop), "the executor call must not count as admission time"
 
 
-def executor_stage(traced: Trace, name: str) -> ReceivedSpan:
+def executor_stages(traced: Trace, name: str) -> list[ReceivedSpan]:
+    """The executor's spans called ``name`` (at least one), each under its RPC span."""
     executor = traced.one("execbridge-executor", EXECUTOR_RPC, SERVER)
-    stage = traced.one("execbridge-executor", name)
-    assert executor in traced.ancestors(stage), f"{name!r} is not under the executor's RPC span:\n{traced.describe()}"
-    return stage
+    stages = traced.find("execbridge-executor", name)
+    assert stages, f"no {name!r} span of the executor:\n{traced.describe()}"
+    for stage in stages:
+        assert executor in traced.ancestors(stage), f"{name!r} is not under the executor's RPC span:\n{traced.describe()}"
+    return stages
+
+
+def executor_stage(traced: Trace, name: str) -> ReceivedSpan:
+    """The executor's one span called ``name``, under its RPC span."""
+    stages = executor_stages(traced, name)
+    assert len(stages) == 1, f"expected one {name!r} span of the executor:\n{traced.describe()}"
+    return stages[0]
 
 
 @pytest.mark.xfail(strict=True, reason=PENDING_EXECUTOR_SPANS)
@@ -294,10 +314,15 @@ async def test_the_pre_trade_risk_check_is_a_span_of_the_same_trace(traced: Trac
     executor_stage(traced, "risk")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs services/executor/src/shard.rs: Shard::wait must await journal::wait_durable "
-    "instrumented with otel_span!(\"journal\")",
-)
+@pytest.mark.xfail(strict=True, reason=PENDING_JOURNAL_SPAN)
 async def test_waiting_for_the_journal_is_a_span_of_the_same_trace(traced: Trace) -> None:
-    executor_stage(traced, "journal")
+    # Twice for a submit: for the intent, then for the venue's answer.
+    assert len(executor_stages(traced, "journal")) >= 2, traced.describe()
+
+
+@pytest.mark.xfail(strict=True, reason=f"{PENDING_EXECUTOR_SPANS}; and {PENDING_JOURNAL_SPAN}")
+async def test_the_intent_is_durable_before_the_venue_sees_the_order_and_the_answer_after(traced: Trace) -> None:
+    venue = executor_stage(traced, "venue")
+    journal = executor_stages(traced, "journal")
+    assert any(j.end_ns <= venue.start_ns for j in journal), f"no durable intent before the venue:\n{traced.describe()}"
+    assert any(j.start_ns >= venue.end_ns for j in journal), f"the venue's answer was not made durable:\n{traced.describe()}"
