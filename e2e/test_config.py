@@ -103,6 +103,49 @@ def test_an_unknown_key_from_the_environment_is_refused_and_named(service: str, 
     assert_refused(result, "colour")
 
 
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("server.max_header_list_bytes", "100"),
+        ("server.max_decoding_message_bytes", "0"),
+        ("server.max_encoding_message_bytes", "1073741824"),
+        ("server.max_connection_age_secs", "99999999"),
+        ("server.tcp_nodelay", "sometimes"),
+    ],
+)
+def test_a_connection_limit_out_of_range_is_refused_and_named(
+    service: str, key: str, value: str, tmp_path: Path
+) -> None:
+    with held_ports() as (listen, admin):
+        env = {
+            env_key(service, "server.listen"): listen,
+            env_key(service, "server.admin_listen"): admin,
+            env_key(service, key): value,
+        }
+        result = run_service(service, config=None, env=env, tmp_path=tmp_path)
+    assert_refused(result, key)
+
+
+@pytest.mark.parametrize(
+    ("service", "key", "value"),
+    [
+        ("gateway", "auth.max_failures_per_connection", "1000000"),
+        # A market data batch must fit the encoding limit with room for one more event.
+        ("marketdata", "fanout.max_batch_bytes", "3000000"),
+    ],
+)
+def test_a_service_limit_out_of_range_is_refused_and_named(service: str, key: str, value: str, tmp_path: Path) -> None:
+    with held_ports() as (listen, admin):
+        env = {
+            env_key(service, "server.listen"): listen,
+            env_key(service, "server.admin_listen"): admin,
+            env_key(service, key): value,
+        }
+        result = run_service(service, config=None, env=env, tmp_path=tmp_path)
+    assert_refused(result, key)
+
+
 def test_a_missing_config_file_is_refused_and_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.toml"
     with held_ports() as (listen, admin):

@@ -105,6 +105,18 @@ where
     Ok(config)
 }
 
+/// tonic's and gRPC's usual default for a received message: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// hyper's default header list limit: 16 KiB (room for a JWT and trace context).
+pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Accepted message limits: below 1 KiB no real order fits, above 256 MiB one call could
+/// take the memory of many.
+const MESSAGE_BYTES: std::ops::RangeInclusive<usize> = 1024..=256 * 1024 * 1024;
+/// Accepted header list limits.
+const HEADER_LIST_BYTES: std::ops::RangeInclusive<u32> = 1024..=1024 * 1024;
+/// A week: longer is no bound at all.
+const MAX_CONNECTION_AGE_SECS: u64 = 7 * 86_400;
+
 /// The listening side every service has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -119,6 +131,23 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// Seconds between HTTP/2 keepalive pings; 0 disables them.
     pub keepalive_interval_secs: u64,
+    /// Largest request message a service decodes, in bytes; a larger one is refused with
+    /// OUT_OF_RANGE (tonic's code; the gRPC spec says RESOURCE_EXHAUSTED) before any
+    /// handler sees it.
+    pub max_decoding_message_bytes: usize,
+    /// Largest response message a service encodes, in bytes. The gRPC default for what a
+    /// client accepts is 4 MiB, so more only helps clients configured for it.
+    pub max_encoding_message_bytes: usize,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: the largest header block (all metadata of a
+    /// call, decoded) a connection accepts; a larger one is refused before any handler.
+    pub max_header_list_bytes: u32,
+    /// Connections are closed gracefully (GOAWAY; calls and streams in flight finish, long
+    /// streams are not cut) after this many seconds, so clients spread over new replicas
+    /// and pick up new certificates; 0 = never.
+    pub max_connection_age_secs: u64,
+    /// `TCP_NODELAY` on accepted sockets: without it Nagle's algorithm holds small replies
+    /// back up to 40 ms. Off only to measure that.
+    pub tcp_nodelay: bool,
     /// Who owns TLS on this service's hops (its server port and its upstream clients).
     pub tls: TlsConfig,
     /// OpenTelemetry trace export.
@@ -188,10 +217,9 @@ pub struct TlsConfig {
     /// How often the three files are re-read; a change is applied to new handshakes.
     pub reload_interval_ms: u64,
     /// A TLS handshake that takes longer is dropped (slowloris on the accept path).
+    /// (Connections are recycled by `server.max_connection_age_secs`, so every client
+    /// converges on the current certificates.)
     pub handshake_timeout_ms: u64,
-    /// Connections are closed gracefully (GOAWAY, in-flight calls finish) after this age,
-    /// so every client converges on the current certificates; 0 = never.
-    pub max_connection_age_secs: u64,
     /// Whether servers demand a client certificate (mTLS). Off only for an edge that
     /// authenticates callers by API key or JWT instead.
     pub require_client_cert: bool,
@@ -208,7 +236,6 @@ impl Default for TlsConfig {
             ca_file: String::new(),
             reload_interval_ms: 1_000,
             handshake_timeout_ms: 5_000,
-            max_connection_age_secs: 600,
             require_client_cert: true,
             server_name: String::new(),
         }
@@ -265,6 +292,11 @@ impl ServerConfig {
             shutdown_grace_secs: 10,
             max_concurrent_streams: 1024,
             keepalive_interval_secs: 20,
+            max_decoding_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_encoding_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_header_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
+            max_connection_age_secs: 600,
+            tcp_nodelay: true,
             tls: TlsConfig::default(),
             tracing: TracingConfig::default(),
         }
@@ -294,6 +326,47 @@ impl Validate for ServerConfig {
             return Err(ConfigError::invalid(
                 "server.max_concurrent_streams",
                 "must be at least 1",
+            ));
+        }
+        for (key, bytes) in [
+            (
+                "server.max_decoding_message_bytes",
+                self.max_decoding_message_bytes,
+            ),
+            (
+                "server.max_encoding_message_bytes",
+                self.max_encoding_message_bytes,
+            ),
+        ] {
+            if !MESSAGE_BYTES.contains(&bytes) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "must be {} to {} bytes, got {bytes}",
+                        MESSAGE_BYTES.start(),
+                        MESSAGE_BYTES.end()
+                    ),
+                ));
+            }
+        }
+        if !HEADER_LIST_BYTES.contains(&self.max_header_list_bytes) {
+            return Err(ConfigError::invalid(
+                "server.max_header_list_bytes",
+                format!(
+                    "must be {} to {} bytes, got {}",
+                    HEADER_LIST_BYTES.start(),
+                    HEADER_LIST_BYTES.end(),
+                    self.max_header_list_bytes
+                ),
+            ));
+        }
+        if self.max_connection_age_secs > MAX_CONNECTION_AGE_SECS {
+            return Err(ConfigError::invalid(
+                "server.max_connection_age_secs",
+                format!(
+                    "must be 0 (never) to {MAX_CONNECTION_AGE_SECS}, got {}",
+                    self.max_connection_age_secs
+                ),
             ));
         }
         if self.listen.port() != 0 && self.listen == self.admin_listen {

@@ -4,9 +4,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,7 +19,6 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tower::layer::util::{Identity, Stack};
 
 use crate::ServerConfig;
-use crate::config::TlsMode;
 use crate::tls::{self, TlsContext};
 
 /// Binds `addr`, naming it in the error.
@@ -33,9 +34,17 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Accepted connections with `TCP_NODELAY` set on each socket: `serve_with_incoming`
 /// ignores the builder's `tcp_nodelay`, and Nagle adds 40 ms stalls to small replies.
 pub fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<TcpStream>> {
-    TcpListenerStream::new(listener).map(|conn| {
+    incoming_with(listener, true)
+}
+
+/// [`incoming`] with `TCP_NODELAY` as `nodelay` says.
+fn incoming_with(
+    listener: TcpListener,
+    nodelay: bool,
+) -> impl Stream<Item = io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(move |conn| {
         let conn = conn?;
-        conn.set_nodelay(true)?;
+        conn.set_nodelay(nodelay)?;
         Ok(conn)
     })
 }
@@ -46,13 +55,24 @@ pub type ServerBuilder = Server<Stack<PeerLayer, Identity>>;
 /// A router built from [`server`].
 pub type Router = tonic::transport::server::Router<Stack<PeerLayer, Identity>>;
 
-/// A tonic server builder with explicit HTTP/2 limits.
+/// A tonic server builder with every connection limit set explicitly from `config`.
 ///
-/// tonic leaves `max_concurrent_streams` unlimited unless set; keepalive pings detect dead
-/// peers. These settings apply to every connection tonic serves, including the TLS streams
-/// of [`Acceptor`] (tonic runs its own HTTP/2 over whatever IO the acceptor yields). In
-/// native TLS mode connections also get a maximum age: a graceful GOAWAY (calls in flight
-/// finish, long streams are not cut) makes clients reconnect and pick up new certificates.
+/// - `max_concurrent_streams`: tonic leaves it unlimited unless set (grpc-facts).
+/// - `max_header_list_bytes`: HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`; a larger header block
+///   is refused by h2 before any handler runs.
+/// - keepalive pings detect dead peers.
+/// - `max_connection_age_secs`: a graceful GOAWAY (calls in flight finish, long streams
+///   are not cut: there is no forced close after a grace) makes clients reconnect, spread
+///   over new replicas and pick up new certificates.
+/// - `tcp_nodelay`: recorded here for completeness, but `serve_with_incoming` ignores it;
+///   the [`Acceptor`] sets it on each accepted socket.
+///
+/// Message size limits belong to each generated service (`FooServer::new(..)
+/// .max_decoding_message_size(..)`); the services apply `max_decoding_message_bytes` and
+/// `max_encoding_message_bytes` where they build them.
+///
+/// These settings apply to every connection tonic serves, including the TLS streams of
+/// [`Acceptor`] (tonic runs its own HTTP/2 over whatever IO the acceptor yields).
 pub fn server(config: &ServerConfig) -> ServerBuilder {
     server_with(config, PeerLayer::default())
 }
@@ -64,14 +84,80 @@ pub fn server_with(config: &ServerConfig, peers: PeerLayer) -> ServerBuilder {
         .then(|| Duration::from_secs(config.keepalive_interval_secs));
     let mut builder = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_max_header_list_size(config.max_header_list_bytes)
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true);
-    if config.tls.mode == TlsMode::Native && config.tls.max_connection_age_secs > 0 {
-        builder =
-            builder.max_connection_age(Duration::from_secs(config.tls.max_connection_age_secs));
+        .tcp_nodelay(config.tcp_nodelay);
+    if config.max_connection_age_secs > 0 {
+        builder = builder.max_connection_age(Duration::from_secs(config.max_connection_age_secs));
     }
     builder.layer(peers)
+}
+
+/// Control over one accepted connection, shared by its IO and every request on it (in the
+/// request extensions): a service can count misbehaviour charged to the connection
+/// ([`Connection::strike`]) and close it ([`Connection::close_after`]), for example after
+/// repeated authentication failures.
+///
+/// Closing ends the connection's IO: reads and writes fail, hyper drops the connection,
+/// the socket closes and the client's channel must reconnect. Calls still in flight on it
+/// fail with UNAVAILABLE on the client side.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    state: Arc<ConnectionState>,
+}
+
+#[derive(Debug, Default)]
+struct ConnectionState {
+    strikes: AtomicU32,
+    /// Set once a close is decided; requests arriving after it may be refused at once.
+    closing: AtomicBool,
+    /// Set when the IO must stop.
+    closed: AtomicBool,
+    /// The task reading the connection, woken when it is closed.
+    reader: AtomicWaker,
+}
+
+impl Connection {
+    /// Charges one more strike to the connection; returns the total so far.
+    pub fn strike(&self) -> u32 {
+        self.state
+            .strikes
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
+    }
+
+    /// Strikes charged so far.
+    pub fn strikes(&self) -> u32 {
+        self.state.strikes.load(Ordering::Acquire)
+    }
+
+    /// Whether a close was decided ([`Connection::close_after`]).
+    pub fn is_closing(&self) -> bool {
+        self.state.closing.load(Ordering::Acquire)
+    }
+
+    /// Closes the connection after `linger`: long enough for the response being written
+    /// now (the one that explains why) to reach the client. Returns `true` the first time
+    /// (the caller counts the close once), `false` when a close was already decided.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn close_after(&self, linger: Duration) -> bool {
+        if self.state.closing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            state.closed.store(true, Ordering::Release);
+            state.reader.wake();
+        });
+        true
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.closed.load(Ordering::Acquire)
+    }
 }
 
 /// What the accept path knows of a connection: its addresses and, over mTLS, the identity
@@ -82,13 +168,16 @@ pub struct PeerInfo {
     pub tcp: TcpConnectInfo,
     /// The client certificate's identity; `None` in plaintext.
     pub identity: Option<Arc<str>>,
+    /// Control over the connection itself.
+    pub connection: Connection,
 }
 
 type IdentityHook = Arc<dyn Fn(&str, &mut http::Extensions) + Send + Sync>;
 
 /// A tower layer that copies the connection's [`PeerInfo`] into each request: the
-/// `TcpConnectInfo` (so `Request::remote_addr` works on TLS connections too) and, through
-/// an optional hook, the peer identity in the type the service reads.
+/// `TcpConnectInfo` (so `Request::remote_addr` works on TLS connections too), the
+/// [`Connection`] control and, through an optional hook, the peer identity in the type the
+/// service reads.
 #[derive(Clone, Default)]
 pub struct PeerLayer {
     hook: Option<IdentityHook>,
@@ -136,15 +225,24 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         if let Some(info) = request.extensions().get::<PeerInfo>().cloned() {
             request.extensions_mut().insert(info.tcp);
+            request.extensions_mut().insert(info.connection);
             if let (Some(hook), Some(identity)) = (&self.hook, &info.identity) {
                 hook(identity, request.extensions_mut());
             }
         }
-        // With trace export on, every call gets a span continuing the caller's W3C
-        // context; spans the handlers open (also synchronously in `call`) are its
-        // children. Off, this is one atomic load.
+        // With trace export on, every call gets a SERVER span named for its method
+        // ("execbridge.v1.ExecutionService/SubmitOrder", the OpenTelemetry convention)
+        // continuing the caller's W3C context; spans the handlers open (also synchronously
+        // in `call`) are its children. Off, this is one atomic load.
         let span = if crate::tracing_otel::enabled() {
-            let span = tracing::info_span!("grpc.request", rpc = %request.uri().path());
+            let path = request.uri().path();
+            let span = tracing::info_span!(
+                "grpc.request",
+                otel.name = path.strip_prefix('/').unwrap_or(path),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc = %path,
+            );
             crate::tracing_otel::set_parent_from_headers(&span, request.headers());
             span
         } else {
@@ -171,6 +269,7 @@ impl Conn {
         let info = PeerInfo {
             tcp: tcp.connect_info(),
             identity: None,
+            connection: Connection::default(),
         };
         Self {
             io: Io::Plain(tcp),
@@ -187,6 +286,7 @@ impl Conn {
                 .and_then(|certs| certs.first())
                 .and_then(tls::peer_identity)
                 .map(Arc::from),
+            connection: Connection::default(),
         };
         Self {
             io: Io::Tls(Box::new(tls)),
@@ -202,16 +302,37 @@ impl Connected for Conn {
     }
 }
 
+fn closed_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed by the server",
+    )
+}
+
 impl AsyncRead for Conn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.io {
+        let connection = &self.info.connection;
+        if connection.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        let polled = match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if polled.is_pending() {
+            // Only an idle reader needs waking by a close; registering after the read and
+            // checking again leaves no window where a close is missed.
+            let connection = &self.info.connection;
+            connection.state.reader.register(cx.waker());
+            if connection.is_closed() {
+                return Poll::Ready(Err(closed_error()));
+            }
         }
+        polled
     }
 }
 
@@ -221,6 +342,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.info.connection.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
         match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -231,6 +355,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.info.connection.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
         match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
@@ -265,22 +392,26 @@ const MAX_PENDING_HANDSHAKES: usize = 1024;
 pub struct Acceptor {
     listener: TcpListener,
     tls: Option<(TlsContext, Duration)>,
+    nodelay: bool,
 }
 
 impl Acceptor {
-    /// Plaintext connections from `listener`.
+    /// Plaintext connections from `listener`, with `TCP_NODELAY`.
     pub fn plain(listener: TcpListener) -> Self {
         Self {
             listener,
             tls: None,
+            nodelay: true,
         }
     }
 
-    /// Connections from `listener`, over TLS when `tls` is set (native mode).
+    /// Connections from `listener`, over TLS when `tls` is set (native mode), with
+    /// `TCP_NODELAY` as `server.tcp_nodelay` says.
     pub fn new(listener: TcpListener, tls: Option<TlsContext>, config: &ServerConfig) -> Self {
         Self {
             listener,
             tls: tls.map(|t| (t, Duration::from_millis(config.tls.handshake_timeout_ms))),
+            nodelay: config.tcp_nodelay,
         }
     }
 
@@ -298,12 +429,12 @@ impl Acceptor {
     /// is logged and never reaches tonic. The accept task ends when the stream is dropped.
     pub fn incoming(self) -> impl Stream<Item = io::Result<Conn>> {
         match self.tls {
-            None => incoming(self.listener)
+            None => incoming_with(self.listener, self.nodelay)
                 .map(|c| c.map(Conn::plain))
                 .left_stream(),
             Some((tls, timeout)) => {
                 let (tx, rx) = mpsc::channel(64);
-                tokio::spawn(accept_tls(self.listener, tls, timeout, tx));
+                tokio::spawn(accept_tls(self.listener, tls, timeout, self.nodelay, tx));
                 ReceiverStream::new(rx).map(Ok).right_stream()
             }
         }
@@ -314,6 +445,7 @@ async fn accept_tls(
     listener: TcpListener,
     tls: TlsContext,
     timeout: Duration,
+    nodelay: bool,
     tx: mpsc::Sender<Conn>,
 ) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -335,7 +467,7 @@ async fn accept_tls(
             tracing::warn!(%remote, "too many TLS handshakes in progress; connection dropped");
             continue;
         };
-        if let Err(e) = tcp.set_nodelay(true) {
+        if let Err(e) = tcp.set_nodelay(nodelay) {
             tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
         }
         // The configuration current at accept time: a reload affects new handshakes only.

@@ -9,7 +9,12 @@
 //!
 //! A refused update (unreadable, unparsable, key not matching the certificate, certificate
 //! expired) is logged once and the previous configuration keeps serving; the next change
-//! to any of the files is tried again. Writing a certificate and its key is two steps, so
+//! to any of the files is tried again.
+//!
+//! The seconds left on the certificate in use are exported as
+//! `execbridge_certificate_expiry_seconds{certificate="server"}` from the first load and
+//! after every applied reload, and as `{certificate="client"}` as soon as a [`Connector`]
+//! presents the same certificate as a client. Writing a certificate and its key is two steps, so
 //! the half-written state is refused and the complete one applied on a later tick.
 
 use std::collections::hash_map::DefaultHasher;
@@ -17,6 +22,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -29,8 +35,13 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 
-use crate::Shutdown;
 use crate::config::{TlsConfig, TlsMode};
+use crate::{Shutdown, metrics};
+
+/// The `certificate` label of the certificate a service presents as a server.
+pub const SERVER_CERTIFICATE: &str = "server";
+/// The `certificate` label of the certificate a service presents as a client.
+pub const CLIENT_CERTIFICATE: &str = "client";
 
 /// Why TLS material was refused.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +117,9 @@ struct Built {
 struct Inner {
     files: TlsFiles,
     require_client_cert: bool,
+    /// Whether a [`Connector`] presents the certificate as a client (then its expiry is
+    /// exported as the "client" certificate too).
+    client_in_use: AtomicBool,
     current: ArcSwap<Built>,
     /// Fingerprint of the contents last tried, applied or refused: a refused version is
     /// logged once, not on every tick.
@@ -148,14 +162,33 @@ impl TlsContext {
     pub fn load(files: TlsFiles, require_client_cert: bool) -> Result<Self, TlsError> {
         let (contents, fingerprint) = read_all(&files)?;
         let built = build(&files, &contents, require_client_cert)?;
-        Ok(Self {
+        let context = Self {
             inner: Arc::new(Inner {
                 files,
                 require_client_cert,
+                client_in_use: AtomicBool::new(false),
                 current: ArcSwap::from_pointee(built),
                 last_seen: Mutex::new(fingerprint),
             }),
-        })
+        };
+        context.export_expiry();
+        Ok(context)
+    }
+
+    /// Publishes the seconds left on the certificate in use (see the module docs).
+    fn export_expiry(&self) {
+        let not_after = self.not_after();
+        metrics::set_certificate_expiry(SERVER_CERTIFICATE, not_after);
+        if self.inner.client_in_use.load(Ordering::Acquire) {
+            metrics::set_certificate_expiry(CLIENT_CERTIFICATE, not_after);
+        }
+    }
+
+    /// Records that the certificate is presented as a client certificate from now on.
+    fn use_as_client(&self) {
+        if !self.inner.client_in_use.swap(true, Ordering::AcqRel) {
+            self.export_expiry();
+        }
     }
 
     /// The server configuration new handshakes use.
@@ -193,6 +226,7 @@ impl TlsContext {
         }
         let built = build(&self.inner.files, &contents, self.inner.require_client_cert)?;
         self.inner.current.store(Arc::new(built));
+        self.export_expiry();
         Ok(true)
     }
 
@@ -368,6 +402,7 @@ impl Connector {
     /// # Errors
     /// [`TlsError::Pem`] when `server_name` is not a DNS name or IP address.
     pub fn new(tls: TlsContext, server_name: &str) -> Result<Self, TlsError> {
+        tls.use_as_client();
         let server_name = if server_name.is_empty() {
             None
         } else {
@@ -381,6 +416,7 @@ impl Connector {
 
     /// A connector checking the endpoint's host in the server's certificate.
     pub fn host_checked(tls: TlsContext) -> Self {
+        tls.use_as_client();
         Self {
             tls,
             server_name: None,

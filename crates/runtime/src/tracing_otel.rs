@@ -33,6 +33,45 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// An INFO span made only for trace export: with an OTLP endpoint configured it is
+/// `tracing::info_span!(..)` with the same arguments; without one it is
+/// `tracing::Span::none()`, so it costs one atomic load and never reaches the log
+/// formatter. For the stages of a request a trace should show and a log need not
+/// (admission, risk, journal, venue):
+///
+/// ```
+/// # use execbridge_runtime::otel_span;
+/// let span = otel_span!("risk", account = "acct-1");
+/// let verdict = span.in_scope(|| "checked");
+/// # assert_eq!(verdict, "checked");
+/// ```
+///
+/// The calling crate needs `tracing` among its dependencies.
+#[macro_export]
+macro_rules! otel_span {
+    ($($args:tt)+) => {
+        if $crate::tracing_otel::enabled() {
+            ::tracing::info_span!($($args)+)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
+/// [`otel_span!`] that only continues a trace: `Span::none()` also when no span is
+/// current (work started outside any request, such as a timer or a task spawned without
+/// its caller's span), so such work never starts a trace of its own.
+#[macro_export]
+macro_rules! otel_child_span {
+    ($($args:tt)+) => {
+        if $crate::tracing_otel::enabled() && !::tracing::Span::current().is_disabled() {
+            ::tracing::info_span!($($args)+)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
 /// The running exporter; [`Tracing::shutdown`] flushes the spans still queued.
 #[derive(Debug, Clone)]
 pub struct Tracing {
@@ -55,6 +94,9 @@ impl Tracing {
     }
 }
 
+/// The layer [`layer`] builds, and the exporter behind it.
+pub type Exporting<S> = (OpenTelemetryLayer<S, SdkTracer>, Tracing);
+
 /// The tracing-subscriber layer exporting spans of `service` to the configured collector,
 /// or `None` when no endpoint is set. Installs the W3C trace-context propagator.
 ///
@@ -65,7 +107,7 @@ impl Tracing {
 pub fn layer<S>(
     service: &'static str,
     config: &TracingConfig,
-) -> Result<Option<(OpenTelemetryLayer<S, SdkTracer>, Tracing)>, TracingError>
+) -> Result<Option<Exporting<S>>, TracingError>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
@@ -149,3 +191,6 @@ pub fn interceptor(mut request: tonic::Request<()>) -> Result<tonic::Request<()>
     inject_current(request.metadata_mut());
     Ok(request)
 }
+
+#[cfg(test)]
+mod tests;

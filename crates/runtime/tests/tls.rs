@@ -54,9 +54,9 @@ fn server_config(max_age_secs: u64) -> ServerConfig {
         tls: TlsConfig {
             mode: TlsMode::Native,
             handshake_timeout_ms: 300,
-            max_connection_age_secs: max_age_secs,
             ..TlsConfig::default()
         },
+        max_connection_age_secs: max_age_secs,
         ..ServerConfig::default()
     }
 }

@@ -1,6 +1,7 @@
-//! OTLP export and W3C propagation: a span continuing a caller's `traceparent`, its child,
-//! and the context injected into an outgoing call all share the caller's trace id, and
-//! the spans reach a small OTLP/gRPC receiver. Without an endpoint nothing is built.
+//! OTLP export and W3C propagation: a span continuing a caller's `traceparent`, its
+//! children (trace-only ones included), and the context injected into an outgoing call all
+//! share the caller's trace id, and the spans reach a small OTLP/gRPC receiver. Without an
+//! endpoint nothing is built.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -18,9 +19,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 
+/// A received span: its name and trace id.
+type Received = (String, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Receiver {
-    spans: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    spans: Arc<Mutex<Vec<Received>>>,
 }
 
 #[tonic::async_trait]
@@ -70,12 +74,24 @@ async fn a_callers_trace_is_continued_propagated_and_exported() {
             "traceparent",
             format!("00-{TRACE}-00f067aa0ba902b7-01").parse().unwrap(),
         );
+        // Outside any span, a child-only span is not made: it would start a trace.
+        assert!(execbridge_runtime::otel_child_span!("orphan").is_disabled());
         let rpc = tracing::info_span!("SubmitOrder");
         tracing_otel::set_parent_from_headers(&rpc, &headers);
         let _rpc = rpc.enter();
-        let admission = tracing::info_span!("admission");
+        let admission = execbridge_runtime::otel_span!("admission");
+        assert!(
+            !admission.is_disabled(),
+            "trace-only spans are made with an exporter"
+        );
         let _admission = admission.enter();
         tracing_otel::inject_current(&mut outgoing);
+        let venue = execbridge_runtime::otel_child_span!("venue");
+        assert!(
+            !venue.is_disabled(),
+            "inside a request a child-only span is made"
+        );
+        venue.in_scope(|| {});
     });
     let traceparent = outgoing
         .get("traceparent")
@@ -101,7 +117,10 @@ async fn a_callers_trace_is_continued_propagated_and_exported() {
             .filter(|(_, trace)| *trace == want)
             .map(|(name, _)| name.as_str())
             .collect();
-        if names.contains(&"SubmitOrder") && names.contains(&"admission") {
+        if names.contains(&"SubmitOrder")
+            && names.contains(&"admission")
+            && names.contains(&"venue")
+        {
             tokio::task::spawn_blocking(move || exporter.shutdown())
                 .await
                 .unwrap();

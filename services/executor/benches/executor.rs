@@ -51,7 +51,7 @@ fn order(i: u64) -> v1::OrderRequest {
         venue: "paper".into(),
         mode: v1::TradingMode::Paper as i32,
         symbol: "BTC-USDT".into(),
-        side: if i % 2 == 0 {
+        side: if i.is_multiple_of(2) {
             v1::Side::Buy
         } else {
             v1::Side::Sell

@@ -210,7 +210,8 @@ pub struct Engine {
     risk_defaults: AccountRisk,
     risk: Map<String, AccountRisk>,
     /// Every order of the shard by index; boxed so that growing the list moves pointers,
-    /// not whole orders.
+    /// not whole orders (measured: regrowth copies were a fifth of a million-event replay).
+    #[allow(clippy::vec_box)]
     orders: Vec<Box<Order>>,
     by_id: Map<String, usize>,
     by_client: Map<(AccountId, ClientOrderId), usize>,
@@ -470,8 +471,10 @@ impl Engine {
         {
             window.pop_front();
         }
-        let exposure = self.exposure(&request, now);
-        let verdict = risk::check(&risk, &request, &exposure);
+        let verdict = execbridge_runtime::otel_child_span!("risk").in_scope(|| {
+            let exposure = self.exposure(&request, now);
+            risk::check(&risk, &request, &exposure)
+        });
         self.rate
             .entry(request.account.to_string())
             .or_default()

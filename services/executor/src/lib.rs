@@ -117,10 +117,13 @@ pub async fn run(config: ExecutorConfig, shutdown: Shutdown) -> Result<(), Error
         .add_service(rpc.wrap(health_service))
         .add_service(rpc.wrap(reflection_v1))
         .add_service(rpc.wrap(reflection_v1alpha))
-        .add_service(rpc.wrap(ExecutorServiceServer::new(service::Executor::new(
-            shard.clone(),
-            shutdown.clone(),
-        ))));
+        .add_service(
+            rpc.wrap(
+                ExecutorServiceServer::new(service::Executor::new(shard.clone(), shutdown.clone()))
+                    .max_decoding_message_size(config.server.max_decoding_message_bytes)
+                    .max_encoding_message_size(config.server.max_encoding_message_bytes),
+            ),
+        );
     let acceptor = grpc::Acceptor::new(listener, tls, &config.server);
     let served = grpc::serve_on(router, acceptor, health, shutdown).await;
     shard.close(config.shard.cancel_on_shutdown).await;

@@ -117,8 +117,8 @@ impl Book {
     ) -> Self {
         bids.retain(|(_, q)| *q > Decimal::ZERO);
         asks.retain(|(_, q)| *q > Decimal::ZERO);
-        bids.sort_by(|a, b| b.0.cmp(&a.0));
-        asks.sort_by(|a, b| a.0.cmp(&b.0));
+        bids.sort_by_key(|b| std::cmp::Reverse(b.0));
+        asks.sort_by_key(|a| a.0);
         let level = |(price, q): (Decimal, Decimal)| Level {
             price,
             quantity: Some(q),

@@ -67,10 +67,13 @@ pub async fn follow(
     }
 }
 
+/// The bid and ask ladders of one book: price to quantity.
+type Ladders = (BTreeMap<Decimal, Decimal>, BTreeMap<Decimal, Decimal>);
+
 /// L2 books built from snapshots and deltas, per (venue, symbol).
 #[derive(Default)]
 struct DepthBooks {
-    books: HashMap<(String, String), (BTreeMap<Decimal, Decimal>, BTreeMap<Decimal, Decimal>)>,
+    books: HashMap<(String, String), Ladders>,
     last: HashMap<(String, String), Decimal>,
 }
 

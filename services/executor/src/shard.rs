@@ -29,7 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use execbridge_api::v1;
 use execbridge_domain::risk::{AccountRisk, RiskLimits, TradingState};
 use execbridge_domain::{OrderRequest, TradingMode};
-use execbridge_runtime::Shutdown;
+use execbridge_runtime::{Shutdown, otel_child_span};
+use tracing::Instrument as _;
 
 use crate::config::ExecutorConfig;
 use crate::engine::{Actor, Begin, Engine, EngineError, OrderRef, Submitted};
@@ -331,8 +332,8 @@ impl Shard {
         })?;
         let begin = begin?;
         let this = self.clone();
-        // Steps 2 and 3 run in their own task: see the module docs.
-        tokio::spawn(async move { this.finish(begin, ticket).await })
+        // Steps 2 and 3 run in their own task (see the module docs), in the caller's trace.
+        tokio::spawn(async move { this.finish(begin, ticket).await }.in_current_span())
             .await
             .map_err(|e| EngineError::Internal(format!("order pipeline: {e}")))?
     }
@@ -356,7 +357,7 @@ impl Shard {
                 })
             }
             Begin::Rejected { idx } => {
-                ticket.wait().await?;
+                durable(ticket, "rejection").await?;
                 Ok(Submitted {
                     order: self.lock().order_at(idx),
                     duplicate: false,
@@ -365,7 +366,7 @@ impl Shard {
             Begin::New { idx, ack_latency } => {
                 // Never send an intent the journal does not hold: after a crash we could
                 // not know the order exists, and a retry would make a second one.
-                ticket.wait().await?;
+                durable(ticket, "intent").await?;
                 if !ack_latency.is_zero() {
                     tokio::time::sleep(ack_latency).await;
                 }
@@ -398,7 +399,7 @@ impl Shard {
                 .collect::<Vec<_>>()
         })?;
         let this = self.clone();
-        tokio::spawn(async move { this.finish_batch(begins, ticket).await })
+        tokio::spawn(async move { this.finish_batch(begins, ticket).await }.in_current_span())
             .await
             .map_err(|e| EngineError::Internal(format!("order pipeline: {e}")))?
     }
@@ -408,7 +409,7 @@ impl Shard {
         begins: Vec<Result<Begin, EngineError>>,
         ticket: Ticket,
     ) -> Result<Vec<Result<Submitted, ShardError>>, ShardError> {
-        ticket.wait().await?;
+        durable(ticket, "intents").await?;
         let immediate = begins.iter().all(|b| match b {
             Ok(Begin::New { ack_latency, .. }) => ack_latency.is_zero(),
             _ => true,
@@ -644,4 +645,13 @@ impl Shard {
     pub fn peek<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
         f(&self.lock())
     }
+}
+
+/// Waits for `ticket`; with trace export on, the wait is a `journal` span of the caller's
+/// trace saying what became durable.
+async fn durable(ticket: Ticket, what: &'static str) -> Result<(), JournalError> {
+    ticket
+        .wait()
+        .instrument(otel_child_span!("journal", durable = what))
+        .await
 }

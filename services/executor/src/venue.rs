@@ -278,7 +278,33 @@ impl PaperVenue {
     }
 
     /// An order arrives at the venue.
+    ///
+    /// With trace export on, the arrival is a `venue` CLIENT span in the trace of the call
+    /// that sent the order, with its `outcome`; work outside a traced call makes none.
     pub fn receive(&mut self, account: &str, client_order_id: &str, now: Instant) -> Received {
+        let span = execbridge_runtime::otel_child_span!(
+            "venue",
+            otel.kind = "client",
+            venue = "paper",
+            client_order_id,
+            outcome = tracing::field::Empty,
+        );
+        let received = span.in_scope(|| self.arrive(account, client_order_id, now));
+        if !span.is_disabled() {
+            span.record(
+                "outcome",
+                match &received {
+                    Received::Unreachable => "unreachable",
+                    Received::Rejected(..) => "rejected",
+                    Received::Accepted { ack_lost: true, .. } => "accepted_ack_lost",
+                    Received::Accepted { .. } => "accepted",
+                },
+            );
+        }
+        received
+    }
+
+    fn arrive(&mut self, account: &str, client_order_id: &str, now: Instant) -> Received {
         if self.down_until.is_some_and(|t| now < t) {
             return Received::Unreachable;
         }

@@ -8,6 +8,8 @@
 //! `EXECBRIDGE_CRASH_ROUNDS` sets the number of kills (default 20; 100 for the long run),
 //! `EXECBRIDGE_CRASH_ORDERS` the batch size (default 10,000).
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,7 +64,7 @@ fn order(i: usize) -> v1::OrderRequest {
         venue: "paper".into(),
         mode: v1::TradingMode::Paper as i32,
         symbol: "BTC-USDT".into(),
-        side: if i % 2 == 0 {
+        side: if i.is_multiple_of(2) {
             v1::Side::Buy
         } else {
             v1::Side::Sell

@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p execbridge-gateway --bench admission`
 
+// A benchmark reports on stdout.
+#![allow(clippy::print_stdout)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;

@@ -33,12 +33,16 @@ impl Execution {
         F: FnOnce(ExecutorServiceClient<Channel>, Request<IReq>) -> Fut,
         Fut: Future<Output = Result<Response<IResp>, Status>>,
     {
-        let admitted = self.admission.admit(rpc, &request, RpcClass::Cancel)?;
-        let ctx = self.context(&request, &admitted);
-        let request = request.into_inner();
-        check_account("account", account(&request))?;
-        self.admission
-            .require(rpc, &admitted, Permission::Admin, Some(account(&request)))?;
+        let (_admitted, ctx, request) = {
+            let _admission = execbridge_runtime::otel_span!("admission").entered();
+            let admitted = self.admission.admit(rpc, &request, RpcClass::Cancel)?;
+            let ctx = self.context(&request, &admitted);
+            let request = request.into_inner();
+            check_account("account", account(&request))?;
+            self.admission
+                .require(rpc, &admitted, Permission::Admin, Some(account(&request)))?;
+            (admitted, ctx, request)
+        };
         let account = account(&request).to_owned();
         let response = self
             .forward(&ctx, &account, wrap(ctx.caller.clone(), request), call)

@@ -4,11 +4,21 @@
 //!
 //! The compiled policy sits behind an `ArcSwap`: a reload swaps it atomically, calls in
 //! flight finish with the policy they started with, and the hot path takes no lock.
+//!
+//! Failed authentications are charged to the HTTP/2 connection they arrive on: at
+//! `auth.max_failures_per_connection` the connection is closed (shortly after the failing
+//! call's answer went out), so a client cannot guess credentials at full speed over one
+//! connection, and `gateway_connections_closed_total{reason="auth_failures"}` counts it.
+//! Calls arriving on such a connection meanwhile are refused without authenticating. The
+//! count is per connection and never reset by a success: a caller holding one valid
+//! credential could otherwise interleave it with guesses forever.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use execbridge_runtime::grpc::Connection;
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Request;
@@ -55,6 +65,8 @@ pub struct Metrics {
     pub refusals: IntCounterVec,
     /// Rate-limit rejections by RPC class.
     pub rate_limited: IntCounterVec,
+    /// Connections the gateway closed, by reason.
+    pub connections_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -84,17 +96,41 @@ impl Metrics {
             &["class"],
         )
         .expect("static metric definition");
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                CONNECTIONS_CLOSED,
+                "Connections the gateway closed, by reason (auth_failures: too many failed \
+                 authentications on one connection)",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        // Exported at 0 from the start: an alert's increase() needs the series before the
+        // first close.
+        connections_closed.with_label_values(&["auth_failures"]);
         // Only a duplicate name fails, which a fresh registry never has.
         let _ = registry.register(Box::new(auth_failures.clone()));
         let _ = registry.register(Box::new(refusals.clone()));
         let _ = registry.register(Box::new(rate_limited.clone()));
+        let _ = registry.register(Box::new(connections_closed.clone()));
         Self {
             auth_failures,
             refusals,
             rate_limited,
+            connections_closed,
         }
     }
 }
+
+/// The name of the closed-connections counter.
+pub const CONNECTIONS_CLOSED: &str = "gateway_connections_closed_total";
+
+/// Failed authentications on one connection that close it, unless configured otherwise.
+pub const DEFAULT_MAX_AUTH_FAILURES_PER_CONNECTION: u32 = 5;
+
+/// How long a connection stays open after its last allowed failure: enough for that
+/// call's UNAUTHENTICATED answer to be written before the socket closes.
+const CLOSE_LINGER: Duration = Duration::from_millis(100);
 
 /// A caller let in, holding its concurrency slot until dropped.
 pub struct Admitted {
@@ -112,6 +148,8 @@ pub struct Admission {
     streams: Arc<Semaphore>,
     capacity: Mutex<(u32, u32)>,
     metrics: Metrics,
+    /// Failed authentications that close a connection; 0 = never.
+    max_auth_failures_per_connection: u32,
 }
 
 fn resize(semaphore: &Semaphore, from: u32, to: u32) {
@@ -134,7 +172,16 @@ impl Admission {
             streams: Arc::new(Semaphore::new(streams as usize)),
             capacity: Mutex::new((calls, streams)),
             metrics,
+            max_auth_failures_per_connection: DEFAULT_MAX_AUTH_FAILURES_PER_CONNECTION,
         }
+    }
+
+    /// The same gate closing a connection after `limit` failed authentications on it
+    /// (`auth.max_failures_per_connection`); 0 never closes one.
+    #[must_use]
+    pub fn with_max_auth_failures_per_connection(mut self, limit: u32) -> Self {
+        self.max_auth_failures_per_connection = limit;
+        self
     }
 
     /// Puts a new policy in force.
@@ -171,17 +218,40 @@ impl Admission {
         error
     }
 
+    /// Charges a failed authentication to `connection`; closes it at the limit.
+    fn charge_auth_failure(&self, connection: &Connection, peer: Option<SocketAddr>) {
+        let limit = self.max_auth_failures_per_connection;
+        if limit == 0 {
+            return;
+        }
+        let failures = connection.strike();
+        if failures >= limit && connection.close_after(CLOSE_LINGER) {
+            self.metrics
+                .connections_closed
+                .with_label_values(&["auth_failures"])
+                .inc();
+            audit::connection_closed(peer, "auth_failures", failures);
+        }
+    }
+
     /// Lets a call of `class` in, or says why not.
     ///
     /// # Errors
     /// RESOURCE_EXHAUSTED when the gateway is full or the budget is spent, UNAUTHENTICATED
-    /// when the caller cannot be identified.
+    /// when the caller cannot be identified, UNAVAILABLE when the call's connection is
+    /// closing after repeated authentication failures.
     pub fn admit<T>(
         &self,
         rpc: &'static str,
         request: &Request<T>,
         class: RpcClass,
     ) -> Result<Admitted, GatewayError> {
+        // Present on every connection the runtime's acceptor served; absent only for
+        // requests built in-process.
+        let connection = request.extensions().get::<Connection>();
+        if connection.is_some_and(Connection::is_closing) {
+            return Err(self.refuse(rpc, "", GatewayError::ConnectionClosing));
+        }
         let slots = if class == RpcClass::Stream {
             &self.streams
         } else {
@@ -210,6 +280,9 @@ impl Admission {
                     .with_label_values(&[e.reason()])
                     .inc();
                 audit::authentication(rpc, peer, method_tried(request), None, Some(e.reason()));
+                if let Some(connection) = connection {
+                    self.charge_auth_failure(connection, peer);
+                }
                 return Err(GatewayError::Unauthenticated(e));
             }
         };

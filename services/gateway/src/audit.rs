@@ -27,3 +27,10 @@ pub fn authentication(
 pub fn refused(rpc: &str, principal: &str, reason: &str) {
     tracing::info!(target: "audit", event = "admission", rpc, principal, outcome = "refused", reason);
 }
+
+/// Records that the gateway closed a connection (`reason`: why, e.g. "auth_failures"
+/// after `failures` failed authentications on it).
+pub fn connection_closed(peer: Option<SocketAddr>, reason: &str, failures: u32) {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    tracing::warn!(target: "audit", event = "connection_closed", %peer, reason, failures, "connection closed");
+}

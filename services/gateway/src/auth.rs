@@ -210,10 +210,10 @@ fn verify_jwt(policy: &Policy, token: &str) -> Result<Claims, AuthError> {
     // The header is read before the signature is checked only to pick the key; nothing in
     // it is trusted: the key fixes the algorithm. `alg: none` (and any algorithm this
     // gateway does not verify) is refused by name before the JWT library sees it.
-    if let Some(alg) = header_algorithm(token) {
-        if !matches!(alg.as_str(), "HS256" | "RS256" | "EdDSA") {
-            return Err(AuthError::AlgorithmNotAllowed);
-        }
+    if let Some(alg) = header_algorithm(token)
+        && !matches!(alg.as_str(), "HS256" | "RS256" | "EdDSA")
+    {
+        return Err(AuthError::AlgorithmNotAllowed);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {

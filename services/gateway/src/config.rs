@@ -25,7 +25,33 @@ pub struct GatewayConfig {
     pub marketdata: UpstreamConfig,
     /// Principals, limits and instruments.
     pub policy: PolicyConfig,
+    /// Reactions to failed authentication.
+    pub auth: AuthConfig,
 }
+
+/// `[auth]`: what repeated authentication failures do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Failed authentications on one HTTP/2 connection after which the gateway closes it
+    /// (and counts `gateway_connections_closed_total{reason="auth_failures"}`); 0 never
+    /// closes one. Behind a mesh sidecar every connection comes from the sidecar and
+    /// carries many callers: there the sidecar's connection is what gets closed (its
+    /// other callers' calls in flight fail with UNAVAILABLE and are retried by the mesh),
+    /// so raise the limit or set 0 where callers cannot be told apart by connection.
+    pub max_failures_per_connection: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            max_failures_per_connection: crate::admission::DEFAULT_MAX_AUTH_FAILURES_PER_CONNECTION,
+        }
+    }
+}
+
+/// Most failures per connection that may be configured: beyond it the limit is no limit.
+const MAX_AUTH_FAILURES_PER_CONNECTION: u32 = 10_000;
 
 /// Where the policy comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +86,7 @@ impl Default for GatewayConfig {
             executor_shards: Vec::new(),
             breaker: BreakerConfig::default(),
             policy: PolicyConfig::default(),
+            auth: AuthConfig::default(),
             marketdata: UpstreamConfig {
                 endpoint: "http://127.0.0.1:50053".into(),
                 ..UpstreamConfig::default()
@@ -154,6 +181,15 @@ impl Validate for GatewayConfig {
                 format!(
                     "must be 100 to 60000, got {}",
                     self.policy.reload_interval_ms
+                ),
+            ));
+        }
+        if self.auth.max_failures_per_connection > MAX_AUTH_FAILURES_PER_CONNECTION {
+            return Err(ConfigError::invalid(
+                "auth.max_failures_per_connection",
+                format!(
+                    "must be 0 (never close) to {MAX_AUTH_FAILURES_PER_CONNECTION}, got {}",
+                    self.auth.max_failures_per_connection
                 ),
             ));
         }

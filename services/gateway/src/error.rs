@@ -70,6 +70,9 @@ pub enum GatewayError {
     /// The gateway is draining.
     #[error("the gateway is shutting down; retry on another connection")]
     ShuttingDown,
+    /// The call's connection is being closed after repeated authentication failures on it.
+    #[error("this connection is closing after repeated authentication failures; reconnect")]
+    ConnectionClosing,
 }
 
 impl GatewayError {
@@ -98,6 +101,7 @@ impl GatewayError {
             GatewayError::Upstream { .. } => "UPSTREAM",
             GatewayError::CircuitOpen { .. } => "CIRCUIT_OPEN",
             GatewayError::ShuttingDown => Reason::ShuttingDown.as_str(),
+            GatewayError::ConnectionClosing => "CONNECTION_CLOSING",
         }
     }
 }
@@ -199,6 +203,14 @@ impl From<GatewayError> for Status {
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
             GatewayError::ShuttingDown => unavailable(Reason::ShuttingDown, message, RETRY_AFTER),
+            // No retry delay: the call may be retried at once, on a new connection.
+            GatewayError::ConnectionClosing => with_info(
+                Code::Unavailable,
+                message,
+                reason,
+                HashMap::new(),
+                ErrorDetails::new(),
+            ),
             GatewayError::Upstream { upstream, status } => from_upstream(upstream, status),
         }
     }

@@ -14,12 +14,13 @@ use execbridge_api::status::to_order_error;
 use execbridge_api::v1::execution_service_server::ExecutionService;
 use execbridge_api::v1::{self, subscribe_order_updates_response::Event};
 use execbridge_domain::{AccountId, TradingMode};
-use execbridge_runtime::Shutdown;
+use execbridge_runtime::{Shutdown, otel_span};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::admission::{Admission, Admitted};
 use crate::deadline;
@@ -64,6 +65,14 @@ pub(crate) fn check_account(field: &str, account: &str) -> Result<(), GatewayErr
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// An order admission let through, ready to forward.
+struct CheckedOrder {
+    /// The account, which picks the shard.
+    account: String,
+    /// The internal request.
+    body: internal::SubmitOrderRequest,
+}
 
 impl Execution {
     /// A service forwarding to the executor `shards`; a unary call with no client
@@ -120,10 +129,17 @@ impl Execution {
         if let Ok(id) = ctx.caller.correlation_id.parse() {
             request.metadata_mut().insert("x-correlation-id", id);
         }
-        // W3C trace context, so the executor's spans join the caller's trace (a no-op
-        // when no exporter is configured).
-        execbridge_runtime::tracing_otel::inject_current(request.metadata_mut());
-        let result = call(shard.client.clone(), request).await;
+        // A CLIENT span for the hop, and its W3C trace context in the request, so the
+        // executor's spans join the caller's trace (both nothing when no exporter is
+        // configured).
+        let hop = otel_span!(
+            "forward",
+            otel.kind = "client",
+            peer.service = "executor",
+            shard = %shard.id,
+        );
+        hop.in_scope(|| execbridge_runtime::tracing_otel::inject_current(request.metadata_mut()));
+        let result = call(shard.client.clone(), request).instrument(hop).await;
         let unreachable = result.as_ref().err().is_some_and(is_unreachable);
         shard.breaker.record(unreachable, Instant::now());
         result
@@ -134,15 +150,16 @@ impl Execution {
             })
     }
 
-    /// Validates and authorises one order; returns its account. Nothing refused here
-    /// reaches the executor.
+    /// Validates and authorises one order: what to send and to which account's shard.
+    /// Nothing refused here reaches the executor.
     fn check_order(
         &self,
+        ctx: &CallContext,
         admitted: &Admitted,
-        order: &v1::OrderRequest,
+        order: v1::OrderRequest,
         prefix: &str,
-    ) -> Result<String, GatewayError> {
-        let parsed = order_request_from_proto(order, prefix).map_err(GatewayError::violations)?;
+    ) -> Result<CheckedOrder, GatewayError> {
+        let parsed = order_request_from_proto(&order, prefix).map_err(GatewayError::violations)?;
         let permission = match parsed.mode {
             TradingMode::Paper => Permission::TradePaper,
             TradingMode::Live => Permission::TradeLive,
@@ -157,24 +174,23 @@ impl Execution {
         if !violations.is_empty() {
             return Err(GatewayError::Invalid(violations));
         }
-        Ok(parsed.account.to_string())
+        Ok(CheckedOrder {
+            account: parsed.account.to_string(),
+            body: internal::SubmitOrderRequest {
+                caller: Some(ctx.caller.clone()),
+                request: Some(v1::SubmitOrderRequest { order: Some(order) }),
+            },
+        })
     }
 
-    /// Validates, authorises and forwards one order.
-    async fn submit_one(
+    /// Forwards an order [`Execution::check_order`] let through.
+    async fn submit_checked(
         &self,
         ctx: &CallContext,
-        admitted: &Admitted,
-        order: v1::OrderRequest,
-        prefix: &str,
+        checked: CheckedOrder,
     ) -> Result<v1::SubmitOrderResponse, GatewayError> {
-        let account = self.check_order(admitted, &order, prefix)?;
-        let body = internal::SubmitOrderRequest {
-            caller: Some(ctx.caller.clone()),
-            request: Some(v1::SubmitOrderRequest { order: Some(order) }),
-        };
         let response = self
-            .forward(ctx, &account, body, |mut c, r| async move {
+            .forward(ctx, &checked.account, checked.body, |mut c, r| async move {
                 c.submit_order(r).await
             })
             .await?;
@@ -204,12 +220,18 @@ impl Execution {
         // Shard id -> (an account it owns, (position in the batch, order)).
         let mut groups: HashMap<String, (String, Vec<(usize, v1::OrderRequest)>)> = HashMap::new();
         for (i, order) in batch.orders.into_iter().enumerate() {
-            let checked = self
-                .admission
-                .spend("SubmitOrders", admitted, RpcClass::Submit)
-                .and_then(|()| self.check_order(admitted, &order, "order."));
+            let client_order_id = order.client_order_id.clone();
+            let checked = {
+                let _admission = otel_span!("admission", index = i).entered();
+                self.admission
+                    .spend("SubmitOrders", admitted, RpcClass::Submit)
+                    .and_then(|()| self.check_order(&ctx, admitted, order, "order."))
+            };
             match checked {
-                Ok(account) => {
+                Ok(CheckedOrder { account, body }) => {
+                    let Some(order) = body.request.and_then(|r| r.order) else {
+                        continue;
+                    };
                     let shard = self.shards.for_account(&account).id.clone();
                     groups
                         .entry(shard)
@@ -217,7 +239,7 @@ impl Execution {
                         .1
                         .push((i, order));
                 }
-                Err(e) => results[i] = Some(failed(i, order.client_order_id, &Status::from(e))),
+                Err(e) => results[i] = Some(failed(i, client_order_id, &Status::from(e))),
             }
         }
         let calls = groups.into_values().map(|(account, orders)| {
@@ -298,18 +320,24 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::SubmitOrderRequest>,
     ) -> Result<Response<v1::SubmitOrderResponse>, Status> {
-        let admitted = self
-            .admission
-            .admit("SubmitOrder", &request, RpcClass::Submit)?;
-        let ctx = self.context(&request, &admitted);
-        tracing::Span::current().record("correlation_id", ctx.caller.correlation_id.as_str());
-        let order = request
-            .into_inner()
-            .order
-            .ok_or_else(|| GatewayError::field("order", "is required"))?;
-        Ok(Response::new(
-            self.submit_one(&ctx, &admitted, order, "order.").await?,
-        ))
+        let rpc = tracing::Span::current();
+        // Authentication, rate limit, permission and validation; the slot in `_admitted`
+        // is held until the executor answered.
+        let (ctx, _admitted, checked) = {
+            let _admission = otel_span!("admission").entered();
+            let admitted = self
+                .admission
+                .admit("SubmitOrder", &request, RpcClass::Submit)?;
+            let ctx = self.context(&request, &admitted);
+            rpc.record("correlation_id", ctx.caller.correlation_id.as_str());
+            let order = request
+                .into_inner()
+                .order
+                .ok_or_else(|| GatewayError::field("order", "is required"))?;
+            let checked = self.check_order(&ctx, &admitted, order, "order.")?;
+            (ctx, admitted, checked)
+        };
+        Ok(Response::new(self.submit_checked(&ctx, checked).await?))
     }
 
     type SubmitOrdersStream = BoxStream<v1::SubmitOrdersResponse>;
@@ -318,11 +346,10 @@ impl ExecutionService for Execution {
         &self,
         request: Request<Streaming<v1::SubmitOrdersRequest>>,
     ) -> Result<Response<Self::SubmitOrdersStream>, Status> {
-        let admitted = Arc::new(self.admission.admit(
-            "SubmitOrders",
-            &request,
-            RpcClass::Stream,
-        )?);
+        let admitted = Arc::new(otel_span!("admission").in_scope(|| {
+            self.admission
+                .admit("SubmitOrders", &request, RpcClass::Stream)
+        })?);
         let ctx = self.context(&request, &admitted);
         let this = self.clone();
         let (tx, rx) = mpsc::channel(BATCHES_IN_FLIGHT);
@@ -330,38 +357,43 @@ impl ExecutionService for Execution {
         // their results are sent, then the stream ends with UNAVAILABLE so the client
         // resubmits the rest (safely: client_order_id makes a resubmission idempotent).
         let inbound = request.into_inner().take_until(self.shutdown.wait_owned());
-        tokio::spawn(async move {
-            let results = inbound
-                .map(|batch| {
-                    let this = this.clone();
-                    let ctx = ctx.clone();
-                    let admitted = admitted.clone();
-                    async move {
-                        let batch = batch?;
-                        if batch.orders.len() > MAX_BATCH_ORDERS {
-                            return Err(Status::from(GatewayError::field(
-                                "orders",
-                                format!(
-                                    "at most {MAX_BATCH_ORDERS} orders per message, got {}",
-                                    batch.orders.len()
-                                ),
-                            )));
+        tokio::spawn(
+            async move {
+                let results = inbound
+                    .map(|batch| {
+                        let this = this.clone();
+                        let ctx = ctx.clone();
+                        let admitted = admitted.clone();
+                        async move {
+                            let batch = batch?;
+                            if batch.orders.len() > MAX_BATCH_ORDERS {
+                                return Err(Status::from(GatewayError::field(
+                                    "orders",
+                                    format!(
+                                        "at most {MAX_BATCH_ORDERS} orders per message, got {}",
+                                        batch.orders.len()
+                                    ),
+                                )));
+                            }
+                            Ok(this.run_batch(ctx, &admitted, batch).await)
                         }
-                        Ok(this.run_batch(ctx, &admitted, batch).await)
+                    })
+                    .buffered(BATCHES_IN_FLIGHT);
+                tokio::pin!(results);
+                while let Some(result) = results.next().await {
+                    let failed = result.is_err();
+                    if tx.send(result).await.is_err() || failed {
+                        return;
                     }
-                })
-                .buffered(BATCHES_IN_FLIGHT);
-            tokio::pin!(results);
-            while let Some(result) = results.next().await {
-                let failed = result.is_err();
-                if tx.send(result).await.is_err() || failed {
-                    return;
+                }
+                if this.shutdown.is_triggered() {
+                    let _ = tx.send(Err(GatewayError::ShuttingDown.into())).await;
                 }
             }
-            if this.shutdown.is_triggered() {
-                let _ = tx.send(Err(GatewayError::ShuttingDown.into())).await;
-            }
-        });
+            // The batches' spans (and the trace context forwarded with each order) belong to
+            // the stream's call.
+            .in_current_span(),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -369,14 +401,18 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::CancelOrderRequest>,
     ) -> Result<Response<v1::CancelOrderResponse>, Status> {
-        let admitted = self
-            .admission
-            .admit("CancelOrder", &request, RpcClass::Cancel)?;
-        let ctx = self.context(&request, &admitted);
-        let request = request.into_inner();
-        check_account("account", &request.account)?;
-        self.admission
-            .require_trade("CancelOrder", &admitted, &request.account)?;
+        let (_admitted, ctx, request) = {
+            let _admission = otel_span!("admission").entered();
+            let admitted = self
+                .admission
+                .admit("CancelOrder", &request, RpcClass::Cancel)?;
+            let ctx = self.context(&request, &admitted);
+            let request = request.into_inner();
+            check_account("account", &request.account)?;
+            self.admission
+                .require_trade("CancelOrder", &admitted, &request.account)?;
+            (admitted, ctx, request)
+        };
         let account = request.account.clone();
         let body = internal::CancelOrderRequest {
             caller: Some(ctx.caller.clone()),
@@ -394,14 +430,18 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::CancelAllRequest>,
     ) -> Result<Response<v1::CancelAllResponse>, Status> {
-        let admitted = self
-            .admission
-            .admit("CancelAll", &request, RpcClass::Cancel)?;
-        let ctx = self.context(&request, &admitted);
-        let request = request.into_inner();
-        check_account("account", &request.account)?;
-        self.admission
-            .require_trade("CancelAll", &admitted, &request.account)?;
+        let (_admitted, ctx, request) = {
+            let _admission = otel_span!("admission").entered();
+            let admitted = self
+                .admission
+                .admit("CancelAll", &request, RpcClass::Cancel)?;
+            let ctx = self.context(&request, &admitted);
+            let request = request.into_inner();
+            check_account("account", &request.account)?;
+            self.admission
+                .require_trade("CancelAll", &admitted, &request.account)?;
+            (admitted, ctx, request)
+        };
         let account = request.account.clone();
         let body = internal::CancelAllRequest {
             caller: Some(ctx.caller.clone()),
@@ -419,16 +459,20 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::GetOrderRequest>,
     ) -> Result<Response<v1::GetOrderResponse>, Status> {
-        let admitted = self.admission.admit("GetOrder", &request, RpcClass::Read)?;
-        let ctx = self.context(&request, &admitted);
-        let request = request.into_inner();
-        check_account("account", &request.account)?;
-        self.admission.require(
-            "GetOrder",
-            &admitted,
-            Permission::OrdersRead,
-            Some(&request.account),
-        )?;
+        let (_admitted, ctx, request) = {
+            let _admission = otel_span!("admission").entered();
+            let admitted = self.admission.admit("GetOrder", &request, RpcClass::Read)?;
+            let ctx = self.context(&request, &admitted);
+            let request = request.into_inner();
+            check_account("account", &request.account)?;
+            self.admission.require(
+                "GetOrder",
+                &admitted,
+                Permission::OrdersRead,
+                Some(&request.account),
+            )?;
+            (admitted, ctx, request)
+        };
         let account = request.account.clone();
         let body = internal::GetOrderRequest {
             caller: Some(ctx.caller.clone()),
@@ -446,18 +490,22 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::ListOrdersRequest>,
     ) -> Result<Response<v1::ListOrdersResponse>, Status> {
-        let admitted = self
-            .admission
-            .admit("ListOrders", &request, RpcClass::Read)?;
-        let ctx = self.context(&request, &admitted);
-        let request = request.into_inner();
-        check_account("account", &request.account)?;
-        self.admission.require(
-            "ListOrders",
-            &admitted,
-            Permission::OrdersRead,
-            Some(&request.account),
-        )?;
+        let (_admitted, ctx, request) = {
+            let _admission = otel_span!("admission").entered();
+            let admitted = self
+                .admission
+                .admit("ListOrders", &request, RpcClass::Read)?;
+            let ctx = self.context(&request, &admitted);
+            let request = request.into_inner();
+            check_account("account", &request.account)?;
+            self.admission.require(
+                "ListOrders",
+                &admitted,
+                Permission::OrdersRead,
+                Some(&request.account),
+            )?;
+            (admitted, ctx, request)
+        };
         let account = request.account.clone();
         let body = internal::ListOrdersRequest {
             caller: Some(ctx.caller.clone()),
@@ -475,18 +523,22 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::GetTradeHistoryRequest>,
     ) -> Result<Response<v1::GetTradeHistoryResponse>, Status> {
-        let admitted = self
-            .admission
-            .admit("GetTradeHistory", &request, RpcClass::Read)?;
-        let ctx = self.context(&request, &admitted);
-        let request = request.into_inner();
-        check_account("account", &request.account)?;
-        self.admission.require(
-            "GetTradeHistory",
-            &admitted,
-            Permission::OrdersRead,
-            Some(&request.account),
-        )?;
+        let (_admitted, ctx, request) = {
+            let _admission = otel_span!("admission").entered();
+            let admitted = self
+                .admission
+                .admit("GetTradeHistory", &request, RpcClass::Read)?;
+            let ctx = self.context(&request, &admitted);
+            let request = request.into_inner();
+            check_account("account", &request.account)?;
+            self.admission.require(
+                "GetTradeHistory",
+                &admitted,
+                Permission::OrdersRead,
+                Some(&request.account),
+            )?;
+            (admitted, ctx, request)
+        };
         let account = request.account.clone();
         let body = internal::GetTradeHistoryRequest {
             caller: Some(ctx.caller.clone()),
@@ -504,18 +556,22 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::GetPositionsRequest>,
     ) -> Result<Response<v1::GetPositionsResponse>, Status> {
-        let admitted = self
-            .admission
-            .admit("GetPositions", &request, RpcClass::Read)?;
-        let ctx = self.context(&request, &admitted);
-        let request = request.into_inner();
-        check_account("account", &request.account)?;
-        self.admission.require(
-            "GetPositions",
-            &admitted,
-            Permission::OrdersRead,
-            Some(&request.account),
-        )?;
+        let (_admitted, ctx, request) = {
+            let _admission = otel_span!("admission").entered();
+            let admitted = self
+                .admission
+                .admit("GetPositions", &request, RpcClass::Read)?;
+            let ctx = self.context(&request, &admitted);
+            let request = request.into_inner();
+            check_account("account", &request.account)?;
+            self.admission.require(
+                "GetPositions",
+                &admitted,
+                Permission::OrdersRead,
+                Some(&request.account),
+            )?;
+            (admitted, ctx, request)
+        };
         let account = request.account.clone();
         let body = internal::GetPositionsRequest {
             caller: Some(ctx.caller.clone()),
@@ -535,9 +591,10 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::SubscribeOrderUpdatesRequest>,
     ) -> Result<Response<Self::SubscribeOrderUpdatesStream>, Status> {
-        let admitted = self
-            .admission
-            .admit("SubscribeOrderUpdates", &request, RpcClass::Stream)?;
+        let admitted = otel_span!("admission").in_scope(|| {
+            self.admission
+                .admit("SubscribeOrderUpdates", &request, RpcClass::Stream)
+        })?;
         let ctx = self.context(&request, &admitted);
         let mut request = request.into_inner();
         for (i, account) in request.accounts.iter().enumerate() {

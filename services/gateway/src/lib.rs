@@ -103,10 +103,10 @@ pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), Error>
     } else {
         reload::load(std::path::Path::new(&config.policy.file))?
     };
-    let admission = Arc::new(admission::Admission::new(
-        compiled,
-        admission::Metrics::register(&registry),
-    ));
+    let admission = Arc::new(
+        admission::Admission::new(compiled, admission::Metrics::register(&registry))
+            .with_max_auth_failures_per_connection(config.auth.max_failures_per_connection),
+    );
     if !config.policy.file.is_empty() {
         tokio::spawn(reload::watch(
             PathBuf::from(&config.policy.file),
@@ -160,13 +160,35 @@ pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), Error>
     let peers = grpc::PeerLayer::identity(|identity, extensions| {
         extensions.insert(admission::PeerIdentity(identity.to_owned()));
     });
+    let (decoding, encoding) = (
+        config.server.max_decoding_message_bytes,
+        config.server.max_encoding_message_bytes,
+    );
     let router = grpc::server_with(&config.server, peers)
         .add_service(rpc.wrap(health_service))
         .add_service(rpc.wrap(reflection_v1))
         .add_service(rpc.wrap(reflection_v1alpha))
-        .add_service(rpc.wrap(AdminServiceServer::new(execution.clone())))
-        .add_service(rpc.wrap(ExecutionServiceServer::new(execution)))
-        .add_service(rpc.wrap(MarketDataServiceServer::new(market_data)));
+        .add_service(
+            rpc.wrap(
+                AdminServiceServer::new(execution.clone())
+                    .max_decoding_message_size(decoding)
+                    .max_encoding_message_size(encoding),
+            ),
+        )
+        .add_service(
+            rpc.wrap(
+                ExecutionServiceServer::new(execution)
+                    .max_decoding_message_size(decoding)
+                    .max_encoding_message_size(encoding),
+            ),
+        )
+        .add_service(
+            rpc.wrap(
+                MarketDataServiceServer::new(market_data)
+                    .max_decoding_message_size(decoding)
+                    .max_encoding_message_size(encoding),
+            ),
+        );
     health.set_ready().await;
     let acceptor = grpc::Acceptor::new(listener, tls, &config.server);
     grpc::serve_on(router, acceptor, health, shutdown).await?;

@@ -60,15 +60,18 @@ impl MarketDataService for MarketDataProxy {
         &self,
         request: Request<Streaming<StreamMarketDataRequest>>,
     ) -> Result<Response<Self::StreamMarketDataStream>, Status> {
-        let admitted = self
-            .admission
-            .admit("StreamMarketData", &request, RpcClass::Stream)?;
-        self.admission.require(
-            "StreamMarketData",
-            &admitted,
-            Permission::MarketdataRead,
-            None,
-        )?;
+        let admitted = execbridge_runtime::otel_span!("admission").in_scope(|| {
+            let admitted = self
+                .admission
+                .admit("StreamMarketData", &request, RpcClass::Stream)?;
+            self.admission.require(
+                "StreamMarketData",
+                &admitted,
+                Permission::MarketdataRead,
+                None,
+            )?;
+            Ok::<_, GatewayError>(admitted)
+        })?;
         let mut inbound = request.into_inner();
         let (up_tx, up_rx) = mpsc::channel::<StreamMarketDataRequest>(16);
         let mut events = self

@@ -132,12 +132,12 @@ pub fn order(policy: &Policy, order: &OrderRequest, prefix: &str) -> Vec<Violati
         .map(|(_, i)| i.kind);
     // On a swap venue the symbol is a pair of mints: check their form before the listing,
     // so a malformed mint is reported as such and not as an unknown pair.
-    if venue_kind == Some(InstrumentKind::Swap) {
-        if let Err(mut v) = swap_pair(symbol) {
-            v.field = field("symbol");
-            out.push(v);
-            return out;
-        }
+    if venue_kind == Some(InstrumentKind::Swap)
+        && let Err(mut v) = swap_pair(symbol)
+    {
+        v.field = field("symbol");
+        out.push(v);
+        return out;
     }
     let Some(instrument) = policy
         .instruments

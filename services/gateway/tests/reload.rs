@@ -1,6 +1,8 @@
 //! Policy hot reload under load: principals and limits change while calls flow, and no
 //! call fails; a broken file is refused and the policy in force stays.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

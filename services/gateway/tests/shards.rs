@@ -1,6 +1,8 @@
 //! Two executor shards behind one gateway: accounts are spread over them, order updates
 //! fan in from both, and a shard that goes away trips its own breaker only.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

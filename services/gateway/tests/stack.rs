@@ -1,6 +1,8 @@
 //! The three services in one process on loopback ports: gateway -> executor -> paper venue,
 //! with prices from marketdata, exercised through the public API.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use execbridge_api::v1::execution_service_client::ExecutionServiceClient;

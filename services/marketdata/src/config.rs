@@ -49,6 +49,17 @@ impl Validate for MarketdataConfig {
         self.log.validate()?;
         self.feed.validate()?;
         self.fanout.validate()?;
+        // A response batch is "about" max_batch_bytes: it may pass it by one event, so
+        // leave the encoding limit room for that.
+        if self.fanout.max_batch_bytes > self.server.max_encoding_message_bytes / 2 {
+            return Err(ConfigError::invalid(
+                "fanout.max_batch_bytes",
+                format!(
+                    "must be at most half of server.max_encoding_message_bytes ({}), got {}",
+                    self.server.max_encoding_message_bytes, self.fanout.max_batch_bytes
+                ),
+            ));
+        }
         let mut seen: std::collections::HashSet<(String, String)> = self
             .feed
             .symbols

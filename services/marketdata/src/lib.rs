@@ -98,6 +98,10 @@ pub async fn run(config: MarketdataConfig, shutdown: Shutdown) -> Result<(), Err
         config.feed.default_venue.clone(),
         config.fanout.clone(),
         shutdown.clone(),
+    )
+    .with_message_limits(
+        config.server.max_decoding_message_bytes,
+        config.server.max_encoding_message_bytes,
     );
     let router = grpc::server(&config.server)
         .add_service(rpc.wrap(health_service))

@@ -45,6 +45,8 @@ struct Inner {
     default_venue: String,
     fanout: FanoutConfig,
     shutdown: Shutdown,
+    /// Largest request and response message, bytes.
+    limits: (usize, usize),
 }
 
 impl MarketDataServer {
@@ -61,8 +63,24 @@ impl MarketDataServer {
                 default_venue,
                 fanout,
                 shutdown,
+                limits: (
+                    execbridge_runtime::config::DEFAULT_MAX_MESSAGE_BYTES,
+                    execbridge_runtime::config::DEFAULT_MAX_MESSAGE_BYTES,
+                ),
             }),
         }
+    }
+
+    /// The same service with other message size limits (`server.max_decoding_message_bytes`
+    /// and `server.max_encoding_message_bytes`), what the generated servers'
+    /// `max_decoding_message_size` and `max_encoding_message_size` do. Call before the
+    /// service is cloned.
+    #[must_use]
+    pub fn with_message_limits(mut self, decoding: usize, encoding: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limits = (decoding, encoding);
+        }
+        self
     }
 }
 
@@ -89,7 +107,10 @@ where
         }
         let inner = self.inner.clone();
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(FrameCodec);
+            let (decoding, encoding) = inner.limits;
+            let mut grpc = tonic::server::Grpc::new(FrameCodec)
+                .max_decoding_message_size(decoding)
+                .max_encoding_message_size(encoding);
             Ok(grpc.streaming(StreamMethod(inner), req).await)
         })
     }

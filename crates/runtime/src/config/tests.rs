@@ -68,6 +68,8 @@ fn a_missing_file_is_an_error() {
 }
 
 #[test]
+// The closure's error type is figment's own (`Jail::expect_with`).
+#[allow(clippy::result_large_err)]
 fn environment_overrides_the_file() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("EXECBRIDGE_JAILED_SERVER__LISTEN", "127.0.0.1:4242");
@@ -84,4 +86,49 @@ fn endpoints_need_a_scheme_and_host() {
     assert!(check_endpoint("k", "http://127.0.0.1:1").is_ok());
     assert!(check_endpoint("k", "127.0.0.1:1").is_err());
     assert!(check_endpoint("k", "ftp://x").is_err());
+}
+
+#[test]
+fn every_connection_limit_has_an_explicit_default() {
+    let c = ServerConfig::default();
+    assert_eq!(c.max_concurrent_streams, 1024);
+    assert_eq!(c.max_decoding_message_bytes, 4 * 1024 * 1024);
+    assert_eq!(c.max_encoding_message_bytes, 4 * 1024 * 1024);
+    assert_eq!(c.max_header_list_bytes, 16 * 1024);
+    assert_eq!(c.max_connection_age_secs, 600);
+    assert!(c.tcp_nodelay);
+    assert!(c.validate().is_ok());
+}
+
+#[rstest::rstest]
+#[case::decoding_too_small("max_decoding_message_bytes = 10", "server.max_decoding_message_bytes")]
+#[case::decoding_too_large(
+    "max_decoding_message_bytes = 1073741824",
+    "server.max_decoding_message_bytes"
+)]
+#[case::encoding_too_small("max_encoding_message_bytes = 0", "server.max_encoding_message_bytes")]
+#[case::header_list_too_small("max_header_list_bytes = 100", "server.max_header_list_bytes")]
+#[case::header_list_too_large("max_header_list_bytes = 16777216", "server.max_header_list_bytes")]
+#[case::connection_age_too_long(
+    "max_connection_age_secs = 999999999",
+    "server.max_connection_age_secs"
+)]
+#[case::nodelay_not_a_bool("tcp_nodelay = \"yes\"", "server.tcp_nodelay")]
+#[case::negative_size("max_header_list_bytes = -1", "server.max_header_list_bytes")]
+fn a_bad_connection_limit_names_its_key(#[case] line: &str, #[case] key: &str) {
+    let f = toml(&format!("[server]\n{line}\n"));
+    let err = load_from::<Sample>(Some(f.path()), no_env()).unwrap_err();
+    assert!(err.to_string().contains(key), "{line}: {err}");
+}
+
+#[test]
+fn connection_limits_at_their_bounds_are_accepted() {
+    let f = toml(
+        "[server]\nmax_decoding_message_bytes = 1024\nmax_encoding_message_bytes = 268435456\n\
+         max_header_list_bytes = 1048576\nmax_connection_age_secs = 0\ntcp_nodelay = false\n",
+    );
+    let c: Sample = load_from(Some(f.path()), no_env()).unwrap();
+    assert_eq!(c.server.max_decoding_message_bytes, 1024);
+    assert_eq!(c.server.max_connection_age_secs, 0);
+    assert!(!c.server.tcp_nodelay);
 }

@@ -320,6 +320,16 @@ lot_size = "0.000001"
 
 /// Starts a gateway with the policy at `policy` in front of `executor`.
 pub async fn gateway(executor: &str, policy: &Path) -> Running {
+    gateway_with(executor, policy, |_| {}).await.0
+}
+
+/// [`gateway`] with its configuration changed by `configure`; also returns the admin
+/// address (`/metrics`).
+pub async fn gateway_with(
+    executor: &str,
+    policy: &Path,
+    configure: impl FnOnce(&mut GatewayConfig),
+) -> (Running, std::net::SocketAddr) {
     let mut config = GatewayConfig {
         server: server_config(),
         ..Default::default()
@@ -328,7 +338,30 @@ pub async fn gateway(executor: &str, policy: &Path) -> Running {
     config.marketdata.endpoint = executor.to_owned();
     config.policy.file = policy.display().to_string();
     config.policy.reload_interval_ms = 100;
-    Running::start(config.server.listen, |s| execbridge_gateway::run(config, s)).await
+    configure(&mut config);
+    let admin = config.server.admin_listen;
+    let running =
+        Running::start(config.server.listen, |s| execbridge_gateway::run(config, s)).await;
+    (running, admin)
+}
+
+/// The Prometheus text the admin port at `admin` serves.
+pub async fn scrape(admin: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(admin).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of the series `series` (name and labels, as printed) in `text`, 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 pub fn now() -> u64 {
