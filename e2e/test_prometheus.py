@@ -14,6 +14,7 @@ import math
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -28,6 +29,9 @@ import grpc
 import pytest
 
 from execbridge import NO_RETRY, ExecbridgeError, ExecutionClient, OrderRequest, Side
+from execbridge._convert import order_request_to_proto
+from execbridge._proto.v1 import execution_service_pb2 as svc_pb
+from execbridge._proto.v1 import execution_service_pb2_grpc as svc_grpc
 from helpers import EVENT_TIMEOUT, far_below, quote
 from stack import REPO, SERVICES, Stack
 
@@ -62,11 +66,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def journal_dir() -> Iterator[Path]:
+    """The executor's journal directory, where its audit trail (``audit.sqlite``) lives."""
+    path = Path(tempfile.mkdtemp(prefix="execbridge-e2e-journal-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(journal_dir: Path) -> Iterator[Stack]:
     """JSON logs at debug level (the most the redaction has to survive); at most two open
     orders per account, so the risk check has something to deny."""
     config = {name: {"log.format": "json", "log.level": "debug"} for name in SERVICES}
     config["executor"]["risk.paper.max_open_orders"] = "2"
+    config["executor"]["journal.dir"] = str(journal_dir)
     running = Stack(config=config).start()
     try:
         yield running
@@ -229,8 +242,8 @@ async def test_prometheus_scrapes_the_key_series_and_they_move(stack: Stack, pro
     assert not unhealthy, f"rules failing to evaluate: {unhealthy}"
 
 
-async def test_auth_failures_are_counted_and_canary_secrets_never_reach_the_logs(
-    stack: Stack, prometheus: Prometheus
+async def test_auth_failures_are_counted_and_canary_secrets_never_reach_the_logs_or_the_audit_trail(
+    stack: Stack, prometheus: Prometheus, journal_dir: Path
 ) -> None:
     failures = 'sum(gateway_authentication_failures_total{job="gateway"})'
     before = prometheus.value(failures)
@@ -251,6 +264,16 @@ async def test_auth_failures_are_counted_and_canary_secrets_never_reach_the_logs
             except grpc.aio.AioRpcError:
                 pass
     prometheus.wait("authentication failures counted", lambda: prometheus.value(failures) >= before + 2)
+    # An accepted order (the dev policy lets anonymous callers paper-trade) carrying the
+    # secrets in its call metadata: it reaches the executor, its journal and audit trail.
+    audited = OrderRequest.market(account="e2e-canary-audit", symbol="BTC-USDT", side=Side.BUY, quantity="0.01")
+    async with grpc.aio.insecure_channel(stack.gateway_target) as channel:
+        stub = svc_grpc.ExecutionServiceStub(channel)
+        await stub.SubmitOrder(
+            svc_pb.SubmitOrderRequest(order=order_request_to_proto(audited)),
+            metadata=[*venue_secret, ("x-api-key-hint", CANARY_API_KEY)],
+            timeout=10,
+        )
 
     await asyncio.sleep(0.5)  # let the services flush their last lines
     logs = {name: stack[name].logs() for name in SERVICES}
@@ -258,6 +281,22 @@ async def test_auth_failures_are_counted_and_canary_secrets_never_reach_the_logs
     for name, text in logs.items():
         for canary in (CANARY_API_KEY, CANARY_JWT, CANARY_JWT.split(".")[1], CANARY_VENUE_SECRET):
             assert canary not in text, f"{name} logged a canary secret ({canary[:12]}...): {stack.log_dir}"
+
+    # The audit trail: every row as text, once the order's entries are in it.
+    trail = journal_dir / "audit.sqlite"
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    rows: list[str] = []
+    while time.monotonic() < deadline:
+        if trail.exists():
+            with sqlite3.connect(f"file:{trail}?mode=ro", uri=True) as db:
+                rows = ["|".join(map(str, row)) for row in db.execute("SELECT * FROM execbridge_audit")]
+            if any("e2e-canary-audit" in row for row in rows):
+                break
+        await asyncio.sleep(0.2)
+    assert any("e2e-canary-audit" in row for row in rows), f"the order never reached the audit trail {trail}"
+    for row in rows:
+        for canary in (CANARY_API_KEY, CANARY_JWT, CANARY_JWT.split(".")[1], CANARY_VENUE_SECRET):
+            assert canary not in row, f"the audit trail holds a canary secret ({canary[:12]}...): {row[:200]}"
 
 
 async def test_json_lines_carry_the_correlation_id_and_the_level_changes_at_run_time(stack: Stack) -> None:
