@@ -1,5 +1,6 @@
 //! Property tests of the order state machine and positions: random event sequences never
 //! reach an illegal state, and a position always equals the sum of its fills.
+#![allow(clippy::unwrap_used)]
 
 use std::time::SystemTime;
 
