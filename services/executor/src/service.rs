@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
-use crate::engine::{Actor, EngineError, OrderFilter, OrderRef, PageQuery};
+use crate::engine::{Actor, Engine, EngineError, OrderFilter, OrderRef, PageQuery};
 use crate::journal::JournalError;
 use crate::shard::{Shard, ShardError};
 
@@ -125,6 +125,19 @@ impl Executor {
     /// A service over `shard`; streams end on `shutdown`.
     pub fn new(shard: Arc<Shard>, shutdown: Shutdown) -> Self {
         Self { shard, shutdown }
+    }
+
+    /// Answers a query from the engine once everything it saw is durable; a journal
+    /// failure and the engine's own refusal both become statuses.
+    async fn query<R>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<R, EngineError>,
+    ) -> Result<R, Status> {
+        self.shard
+            .read(f)
+            .await
+            .map_err(into_status)?
+            .map_err(into_status)
     }
 }
 
@@ -327,12 +340,7 @@ impl ExecutorService for Executor {
             Some(v1::get_order_request::Id::OrderId(id)) => order_ref(None, Some(id)),
             None => order_ref(None, None),
         }?;
-        let order = self
-            .shard
-            .read(|e| e.get(&req.account, &by))
-            .await
-            .map_err(into_status)?
-            .map_err(into_status)?;
+        let order = self.query(|e| e.get(&req.account, &by)).await?;
         Ok(Response::new(internal::GetOrderResponse {
             response: Some(v1::GetOrderResponse { order: Some(order) }),
         }))
@@ -370,12 +378,7 @@ impl ExecutorService for Executor {
             open_only: req.open_only,
             statuses,
         };
-        let (orders, next_page_token) = self
-            .shard
-            .read(|e| e.list(&q, &filter))
-            .await
-            .map_err(into_status)?
-            .map_err(into_status)?;
+        let (orders, next_page_token) = self.query(|e| e.list(&q, &filter)).await?;
         Ok(Response::new(internal::ListOrdersResponse {
             response: Some(v1::ListOrdersResponse {
                 orders,
@@ -397,12 +400,7 @@ impl ExecutorService for Executor {
             req.page_size,
             req.page_token,
         )?;
-        let (fills, next_page_token) = self
-            .shard
-            .read(|e| e.trades(&q))
-            .await
-            .map_err(into_status)?
-            .map_err(into_status)?;
+        let (fills, next_page_token) = self.query(|e| e.trades(&q)).await?;
         Ok(Response::new(internal::GetTradeHistoryResponse {
             response: Some(v1::GetTradeHistoryResponse {
                 fills,
