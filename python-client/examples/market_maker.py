@@ -82,6 +82,10 @@ class Book:
     bought: Decimal = Decimal(0)
     sold: Decimal = Decimal(0)
     pulled_for_status: int = 0
+    #: Quotes whose cancel was refused (filled or finished meanwhile) and whose final
+    #: update has not arrived yet: client_order_id -> side. Their side is not quoted again
+    #: until the update says what happened, or a fill could be counted too late.
+    settling: dict[str, Side] = field(default_factory=dict)
 
 
 class MarketMaker:
@@ -112,7 +116,7 @@ class MarketMaker:
             sides.add(Side.BUY)
         if self.book.inventory - self.config.size >= self.config.min_inventory:
             sides.add(Side.SELL)
-        return sides
+        return sides - set(self.book.settling.values())
 
     def moved(self, mid: Decimal) -> bool:
         if self.book.quoted_mid is None:
@@ -128,6 +132,8 @@ class MarketMaker:
             for side in stale:
                 await self._cancel(side)
                 self.book.replaced += 1
+            # Fills may have arrived while cancelling, or a cancel found its quote gone.
+            wanted = self.wanted_sides()
             for side in wanted - set(self.book.quotes):
                 price = self.bid_price(mid) if side is Side.BUY else self.ask_price(mid)
                 await self._place(side, price)
@@ -156,9 +162,11 @@ class MarketMaker:
         quote = self.book.quotes.pop(side, None)
         if quote is None:
             return
+        self.book.settling[quote.client_order_id] = side
         try:
             await self.client.cancel_order(account=self.config.account, client_order_id=quote.client_order_id, timeout=5)
             self.book.canceled += 1
+            self.book.settling.pop(quote.client_order_id, None)
         except (NotFound, FailedPrecondition):
             pass  # filled (or already gone) in the meantime: the update stream tells
 
@@ -185,6 +193,7 @@ class MarketMaker:
                 self.book.sold += fill.quantity
             log.info("filled %s %s @ %s; inventory %s", fill.side.name, fill.quantity, fill.price, self.book.inventory)
         if order.status.is_terminal:
+            self.book.settling.pop(order.client_order_id, None)
             quote = self.book.quotes.get(order.side)
             if quote is not None and quote.client_order_id == order.client_order_id:
                 del self.book.quotes[order.side]  # requoted on the next tick
