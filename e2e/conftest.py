@@ -15,20 +15,14 @@ import pytest
 import pytest_asyncio
 
 from execbridge import ExecutionClient
-from helpers import EVENT_TIMEOUT
+from helpers import EVENT_TIMEOUT, drained
 from stack import Stack
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    running = Stack().start()
-    try:
-        yield running
-    finally:
-        exit_codes = running.stop()
     # Every service drains and exits 0 on SIGTERM; a wedged one is SIGKILLed (-9).
-    unclean = {name: code for name, code in exit_codes.items() if code != 0}
-    assert not unclean, f"services did not exit 0 on SIGTERM (-9: killed after the grace): {unclean}; logs: {running.log_dir}"
+    yield from drained(Stack().start())
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from execbridge import ExecutionClient, Order, OrderStatus, OrderUpdate, OrderUpdateStream, TopOfBook
+from stack import Stack
 
 #: Seconds any one expected event may take before a test fails (the paper venue answers
 #: in milliseconds; the margin is for a loaded 2-core machine).
@@ -78,3 +79,14 @@ async def until_filled(
             if not waiting:
                 return seen
     raise AssertionError(f"the update stream ended with {waiting} not filled; saw {describe(seen)}")
+
+
+def drained(running: Stack) -> Iterator[Stack]:
+    """A fixture's body for a started stack: yields it, then stops it and asserts that every
+    service drained and exited 0 on SIGTERM (-9: killed after its grace period)."""
+    try:
+        yield running
+    finally:
+        exit_codes = running.stop()
+    unclean = {name: code for name, code in exit_codes.items() if code != 0}
+    assert not unclean, f"services did not exit 0 on SIGTERM (-9: killed after the grace): {unclean}; logs: {running.log_dir}"

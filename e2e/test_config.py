@@ -79,28 +79,25 @@ def test_a_bad_value_in_the_config_file_is_refused_and_named(service: str, tmp_p
     assert_refused(result, "shutdown_grace_secs")
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_a_bad_value_from_the_environment_is_refused_and_named(service: str, tmp_path: Path) -> None:
+def run_with_setting(service: str, key: str, value: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Runs `service` on held ports with one setting (`key` = `value`) from the environment."""
     with held_ports() as (listen, admin):
         env = {
             env_key(service, "server.listen"): listen,
             env_key(service, "server.admin_listen"): admin,
-            env_key(service, "log.format"): "xml",
+            env_key(service, key): value,
         }
-        result = run_service(service, config=None, env=env, tmp_path=tmp_path)
-    assert_refused(result, "format")
+        return run_service(service, config=None, env=env, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_bad_value_from_the_environment_is_refused_and_named(service: str, tmp_path: Path) -> None:
+    assert_refused(run_with_setting(service, "log.format", "xml", tmp_path), "format")
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_an_unknown_key_from_the_environment_is_refused_and_named(service: str, tmp_path: Path) -> None:
-    with held_ports() as (listen, admin):
-        env = {
-            env_key(service, "server.listen"): listen,
-            env_key(service, "server.admin_listen"): admin,
-            env_key(service, "server.colour"): "blue",
-        }
-        result = run_service(service, config=None, env=env, tmp_path=tmp_path)
-    assert_refused(result, "colour")
+    assert_refused(run_with_setting(service, "server.colour", "blue", tmp_path), "colour")
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -117,14 +114,7 @@ def test_an_unknown_key_from_the_environment_is_refused_and_named(service: str, 
 def test_a_connection_limit_out_of_range_is_refused_and_named(
     service: str, key: str, value: str, tmp_path: Path
 ) -> None:
-    with held_ports() as (listen, admin):
-        env = {
-            env_key(service, "server.listen"): listen,
-            env_key(service, "server.admin_listen"): admin,
-            env_key(service, key): value,
-        }
-        result = run_service(service, config=None, env=env, tmp_path=tmp_path)
-    assert_refused(result, key)
+    assert_refused(run_with_setting(service, key, value, tmp_path), key)
 
 
 @pytest.mark.parametrize(
@@ -136,14 +126,7 @@ def test_a_connection_limit_out_of_range_is_refused_and_named(
     ],
 )
 def test_a_service_limit_out_of_range_is_refused_and_named(service: str, key: str, value: str, tmp_path: Path) -> None:
-    with held_ports() as (listen, admin):
-        env = {
-            env_key(service, "server.listen"): listen,
-            env_key(service, "server.admin_listen"): admin,
-            env_key(service, key): value,
-        }
-        result = run_service(service, config=None, env=env, tmp_path=tmp_path)
-    assert_refused(result, key)
+    assert_refused(run_with_setting(service, key, value, tmp_path), key)
 
 
 def test_a_missing_config_file_is_refused_and_named(tmp_path: Path) -> None:

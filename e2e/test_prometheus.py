@@ -32,7 +32,7 @@ from execbridge import NO_RETRY, ExecbridgeError, ExecutionClient, OrderRequest,
 from execbridge._convert import order_request_to_proto
 from execbridge._proto.v1 import execution_service_pb2 as svc_pb
 from execbridge._proto.v1 import execution_service_pb2_grpc as svc_grpc
-from helpers import EVENT_TIMEOUT, far_below, quote
+from helpers import EVENT_TIMEOUT, drained, far_below, quote
 from stack import REPO, SERVICES, Stack
 
 pytestmark = pytest.mark.asyncio
@@ -80,13 +80,7 @@ def stack(journal_dir: Path) -> Iterator[Stack]:
     config = {name: {"log.format": "json", "log.level": "debug"} for name in SERVICES}
     config["executor"]["risk.paper.max_open_orders"] = "2"
     config["executor"]["journal.dir"] = str(journal_dir)
-    running = Stack(config=config).start()
-    try:
-        yield running
-    finally:
-        exit_codes = running.stop()
-    unclean = {name: code for name, code in exit_codes.items() if code != 0}
-    assert not unclean, f"services did not exit 0 on SIGTERM: {unclean}; logs: {running.log_dir}"
+    yield from drained(Stack(config=config).start())
 
 
 class Prometheus:

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from execbridge import ExecutionClient, OrderRequest, Side
-from helpers import EVENT_TIMEOUT
+from helpers import EVENT_TIMEOUT, drained
 from stack import LOOPBACK, SERVICES, Stack
 
 CLIENT = trace_pb2.Span.SpanKind.SPAN_KIND_CLIENT
@@ -158,12 +158,7 @@ def stack(receiver: tuple[Receiver, str]) -> Iterator[Stack]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OTEL_BSP_SCHEDULE_DELAY", EXPORT_DELAY_MS)
         running = Stack(config=config).start()
-    try:
-        yield running
-    finally:
-        exit_codes = running.stop()
-    unclean = {name: code for name, code in exit_codes.items() if code != 0}
-    assert not unclean, f"services did not exit 0 on SIGTERM: {unclean}; logs: {running.log_dir}"
+    yield from drained(running)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,26 @@ const HEADER_LIST_BYTES: std::ops::RangeInclusive<u32> = 1024..=1024 * 1024;
 /// A week: longer is no bound at all.
 const MAX_CONNECTION_AGE_SECS: u64 = 7 * 86_400;
 
+/// `value` of `key` within `range`, or the error naming both.
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "must be {} to {} bytes, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
 /// The listening side every service has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -328,38 +348,21 @@ impl Validate for ServerConfig {
                 "must be at least 1",
             ));
         }
-        for (key, bytes) in [
-            (
-                "server.max_decoding_message_bytes",
-                self.max_decoding_message_bytes,
-            ),
-            (
-                "server.max_encoding_message_bytes",
-                self.max_encoding_message_bytes,
-            ),
-        ] {
-            if !MESSAGE_BYTES.contains(&bytes) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!(
-                        "must be {} to {} bytes, got {bytes}",
-                        MESSAGE_BYTES.start(),
-                        MESSAGE_BYTES.end()
-                    ),
-                ));
-            }
-        }
-        if !HEADER_LIST_BYTES.contains(&self.max_header_list_bytes) {
-            return Err(ConfigError::invalid(
-                "server.max_header_list_bytes",
-                format!(
-                    "must be {} to {} bytes, got {}",
-                    HEADER_LIST_BYTES.start(),
-                    HEADER_LIST_BYTES.end(),
-                    self.max_header_list_bytes
-                ),
-            ));
-        }
+        check_range(
+            "server.max_decoding_message_bytes",
+            self.max_decoding_message_bytes,
+            &MESSAGE_BYTES,
+        )?;
+        check_range(
+            "server.max_encoding_message_bytes",
+            self.max_encoding_message_bytes,
+            &MESSAGE_BYTES,
+        )?;
+        check_range(
+            "server.max_header_list_bytes",
+            self.max_header_list_bytes,
+            &HEADER_LIST_BYTES,
+        )?;
         if self.max_connection_age_secs > MAX_CONNECTION_AGE_SECS {
             return Err(ConfigError::invalid(
                 "server.max_connection_age_secs",

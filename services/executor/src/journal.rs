@@ -113,18 +113,22 @@ pub struct Entry {
 impl Entry {
     fn encode(&self, buf: &mut Vec<u8>) {
         // Encode the record by reference: JournalRecord { lsn = 1, time = 2, update = 3 |
-        // admin = 4 }, without cloning the update into an owned message.
-        let mut body = Vec::with_capacity(512);
-        prost::encoding::uint64::encode(1, &self.lsn, &mut body);
-        prost::encoding::message::encode(2, &self.time, &mut body);
+        // admin = 4 }, without cloning the update into an owned message, straight into
+        // `buf` after room for the header, which is filled in once the body's length and
+        // checksum are known.
+        let start = buf.len();
+        buf.extend_from_slice(&[0; HEADER]);
+        prost::encoding::uint64::encode(1, &self.lsn, buf);
+        prost::encoding::message::encode(2, &self.time, buf);
         match &self.payload {
-            Payload::Update(u) => prost::encoding::message::encode(3, &**u, &mut body),
-            Payload::Admin(a) => prost::encoding::message::encode(4, &**a, &mut body),
+            Payload::Update(u) => prost::encoding::message::encode(3, &**u, buf),
+            Payload::Admin(a) => prost::encoding::message::encode(4, &**a, buf),
         }
+        let body = &buf[start + HEADER..];
         let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        buf.extend_from_slice(&body);
+        let crc = crc32c::crc32c(body);
+        buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// The entry of a decoded record; `None` for a record without a payload.

@@ -28,6 +28,14 @@ use crate::shard::{Shard, ShardError};
 /// Most orders in one [`internal::SubmitOrderBatchRequest`].
 pub const MAX_BATCH_ORDERS: usize = 10_000;
 
+/// `violations` of the order at `index` of a batch, with their field paths under it.
+fn in_batch(index: usize, mut violations: Vec<FieldViolation>) -> Vec<FieldViolation> {
+    for violation in &mut violations {
+        violation.field = format!("orders[{index}].{}", violation.field);
+    }
+    violations
+}
+
 /// Default and largest page sizes.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -254,8 +262,9 @@ impl ExecutorService for Executor {
         let mut positions = Vec::with_capacity(req.orders.len());
         for (i, order) in req.orders.iter().enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
-            let prefix = format!("orders[{i}].");
-            match order_request_from_proto(order, &prefix) {
+            // Parsed without a prefix: the field paths get theirs only when there is a
+            // violation to name, not for every order of the batch.
+            match order_request_from_proto(order, "") {
                 Ok(request) => {
                     parsed.push(request);
                     positions.push(i);
@@ -265,7 +274,7 @@ impl ExecutorService for Executor {
                     index,
                     client_order_id: order.client_order_id.clone(),
                     outcome: Some(v1::order_result::Outcome::Error(to_order_error(
-                        &invalid_argument(&v),
+                        &invalid_argument(&in_batch(i, v)),
                     ))),
                     duplicate: false,
                 })),

@@ -415,15 +415,17 @@ impl Shard {
             _ => true,
         });
         if !immediate {
-            // Simulated venue latency: each order keeps its own timing.
-            let mut results = Vec::with_capacity(begins.len());
-            for begin in begins {
-                results.push(match begin {
-                    Ok(begin) => self.clone().finish(begin, Ticket::ready()).await,
-                    Err(e) => Err(e.into()),
-                });
-            }
-            return Ok(results);
+            // Simulated venue latency: each order keeps its own timing, all at once.
+            let each = begins.into_iter().map(|begin| {
+                let this = self.clone();
+                async move {
+                    match begin {
+                        Ok(begin) => this.finish(begin, Ticket::ready()).await,
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            });
+            return Ok(futures::future::join_all(each).await);
         }
         // Every intent is durable: all new orders go to the venue under one lock.
         let answers = self.mutate_queued(|e| {

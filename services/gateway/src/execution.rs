@@ -70,8 +70,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 struct CheckedOrder {
     /// The account, which picks the shard.
     account: String,
-    /// The internal request.
-    body: internal::SubmitOrderRequest,
+    /// The order as the caller sent it.
+    order: v1::OrderRequest,
 }
 
 impl Execution {
@@ -154,7 +154,6 @@ impl Execution {
     /// Nothing refused here reaches the executor.
     fn check_order(
         &self,
-        ctx: &CallContext,
         admitted: &Admitted,
         order: v1::OrderRequest,
         prefix: &str,
@@ -176,10 +175,7 @@ impl Execution {
         }
         Ok(CheckedOrder {
             account: parsed.account.to_string(),
-            body: internal::SubmitOrderRequest {
-                caller: Some(ctx.caller.clone()),
-                request: Some(v1::SubmitOrderRequest { order: Some(order) }),
-            },
+            order,
         })
     }
 
@@ -189,8 +185,14 @@ impl Execution {
         ctx: &CallContext,
         checked: CheckedOrder,
     ) -> Result<v1::SubmitOrderResponse, GatewayError> {
+        let body = internal::SubmitOrderRequest {
+            caller: Some(ctx.caller.clone()),
+            request: Some(v1::SubmitOrderRequest {
+                order: Some(checked.order),
+            }),
+        };
         let response = self
-            .forward(ctx, &checked.account, checked.body, |mut c, r| async move {
+            .forward(ctx, &checked.account, body, |mut c, r| async move {
                 c.submit_order(r).await
             })
             .await?;
@@ -225,13 +227,10 @@ impl Execution {
                 let _admission = otel_span!("admission", index = i).entered();
                 self.admission
                     .spend("SubmitOrders", admitted, RpcClass::Submit)
-                    .and_then(|()| self.check_order(&ctx, admitted, order, "order."))
+                    .and_then(|()| self.check_order(admitted, order, "order."))
             };
             match checked {
-                Ok(CheckedOrder { account, body }) => {
-                    let Some(order) = body.request.and_then(|r| r.order) else {
-                        continue;
-                    };
+                Ok(CheckedOrder { account, order }) => {
                     let shard = self.shards.for_account(&account).id.clone();
                     groups
                         .entry(shard)
@@ -334,7 +333,7 @@ impl ExecutionService for Execution {
                 .into_inner()
                 .order
                 .ok_or_else(|| GatewayError::field("order", "is required"))?;
-            let checked = self.check_order(&ctx, &admitted, order, "order.")?;
+            let checked = self.check_order(&admitted, order, "order.")?;
             (ctx, admitted, checked)
         };
         Ok(Response::new(self.submit_checked(&ctx, checked).await?))
