@@ -155,7 +155,8 @@ impl Shard {
             Some(dir.clone()),
         ));
         let mut records = 0;
-        let last_lsn = journal::replay(&dir, true, |record| {
+        // Updates that leave the retained window go back to the reading thread to be freed.
+        let last_lsn = journal::replay_recycling(&dir, true, |record, bin| {
             engine.replay(&record).map_err(|e| JournalError::Corrupt {
                 path: dir.display().to_string(),
                 offset: record.lsn,
@@ -164,7 +165,7 @@ impl Shard {
             if let Some(execbridge_api::internal::v1::journal_record::Entry::Update(u)) =
                 record.entry
             {
-                updates.restore(Arc::new(u));
+                bin.extend(updates.restore(Arc::new(u)));
             }
             records += 1;
             Ok(())

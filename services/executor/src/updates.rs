@@ -72,14 +72,18 @@ impl Updates {
         let _ = self.tx.send(update);
     }
 
-    /// Records a replayed update (at start, before any subscriber).
-    pub fn restore(&self, update: Arc<v1::OrderUpdate>) {
+    /// Records a replayed update (at start, before any subscriber); returns the update
+    /// that no longer fits the window, for the caller to drop where it suits.
+    pub fn restore(&self, update: Arc<v1::OrderUpdate>) -> Option<Arc<v1::OrderUpdate>> {
         let mut inner = self.lock();
         inner.last = update.sequence;
-        if inner.retained.len() == self.retain {
-            inner.retained.pop_front();
-        }
+        let evicted = if inner.retained.len() == self.retain {
+            inner.retained.pop_front()
+        } else {
+            None
+        };
         inner.retained.push_back(update);
+        evicted
     }
 
     /// The newest published sequence.
