@@ -220,6 +220,9 @@ pub struct Engine {
     books: Map<(String, String), Book>,
     positions: BTreeMap<(String, String, String), Position>,
     balances: BTreeMap<(String, String), Decimal>,
+    /// Accounts whose balances exist: answers [`Engine::ensure_account`] without building
+    /// a range key per order.
+    funded: Set<String>,
     fills: Vec<FillRecord>,
     daily_pnl: Map<(String, u64), Decimal>,
     rate: Map<String, VecDeque<SystemTime>>,
@@ -298,6 +301,7 @@ impl Engine {
             books: Map::default(),
             positions: BTreeMap::new(),
             balances: BTreeMap::new(),
+            funded: Set::default(),
             fills: Vec::new(),
             daily_pnl: Map::default(),
             rate: Map::default(),
@@ -354,18 +358,21 @@ impl Engine {
     }
 
     fn set_open(&mut self, idx: usize, open: bool) {
-        let account = self.orders[idx].request.account.to_string();
         let changed = if open {
             self.open.insert(idx)
         } else {
             self.open.remove(&idx)
         };
-        if changed {
-            let n = self.open_per_account.entry(account).or_insert(0);
-            if open {
-                *n += 1;
-            } else {
-                *n = n.saturating_sub(1);
+        if !changed {
+            return;
+        }
+        let account = self.orders[idx].request.account.as_str();
+        match self.open_per_account.get_mut(account) {
+            Some(n) if open => *n += 1,
+            Some(n) => *n = n.saturating_sub(1),
+            None => {
+                self.open_per_account
+                    .insert(account.to_owned(), usize::from(open));
             }
         }
     }
@@ -790,6 +797,10 @@ impl Engine {
     }
 
     fn ensure_account(&mut self, account: &str) {
+        if self.funded.contains(account) {
+            return;
+        }
+        self.funded.insert(account.to_owned());
         if self
             .balances
             .range((account.to_owned(), String::new())..)
