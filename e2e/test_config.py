@@ -109,6 +109,7 @@ def test_an_unknown_key_from_the_environment_is_refused_and_named(service: str, 
         ("server.max_encoding_message_bytes", "1073741824"),
         ("server.max_connection_age_secs", "99999999"),
         ("server.tcp_nodelay", "sometimes"),
+        ("server.worker_threads", "100000"),
     ],
 )
 def test_a_connection_limit_out_of_range_is_refused_and_named(

@@ -68,10 +68,7 @@ where
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(config.server()) {
         Ok(rt) => rt,
         Err(e) => {
             #[allow(clippy::print_stderr)]
@@ -144,4 +141,43 @@ where
         export.shutdown();
     }
     code
+}
+
+/// The multi-threaded runtime a service runs on, with `server.worker_threads` threads
+/// (0: tokio's default, one per CPU).
+///
+/// # Errors
+/// When the runtime cannot start its threads.
+pub fn runtime(server: &ServerConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if server.worker_threads > 0 {
+        builder.worker_threads(server.worker_threads);
+    }
+    builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(threads: usize) -> usize {
+        let server = ServerConfig {
+            worker_threads: threads,
+            ..ServerConfig::default()
+        };
+        runtime(&server).unwrap().metrics().num_workers()
+    }
+
+    #[test]
+    fn the_runtime_has_the_configured_worker_threads() {
+        assert_eq!(workers(1), 1);
+        assert_eq!(workers(3), 3);
+    }
+
+    #[test]
+    fn zero_worker_threads_is_one_per_cpu() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(workers(0), cpus);
+    }
 }

@@ -109,7 +109,13 @@ impl AuditEntry {
             self.client_order_id,
             self.payload
         );
-        hex::encode(h.0.finalize())
+        // Into a stack buffer: `hex::encode` builds its string a char at a time, which
+        // was a tenth of the audit thread's work.
+        let mut text = [0u8; 64];
+        match hex::encode_to_slice(h.0.finalize(), &mut text) {
+            Ok(()) => std::str::from_utf8(&text).unwrap_or_default().to_owned(),
+            Err(_) => String::new(),
+        }
     }
 }
 
@@ -163,16 +169,21 @@ pub fn entry_of(e: &Entry) -> AuditEntry {
             let default_request = v1::OrderRequest::default();
             let order = u.order.as_ref().unwrap_or(&default_order);
             let request = order.request.as_ref().unwrap_or(&default_request);
-            let event = v1::OrderEventType::try_from(u.event).map_or_else(
-                |_| u.event.to_string(),
+            let kind = v1::OrderEventType::try_from(u.event).map_or_else(
+                |_| format!("ORDER_{}", u.event),
                 |k| {
-                    k.as_str_name()
-                        .trim_start_matches("ORDER_EVENT_TYPE_")
-                        .to_owned()
+                    let name = k.as_str_name();
+                    format!(
+                        "ORDER_{}",
+                        name.strip_prefix("ORDER_EVENT_TYPE_").unwrap_or(name)
+                    )
                 },
             );
             let status = v1::OrderStatus::try_from(order.status)
-                .map(|s| s.as_str_name().trim_start_matches("ORDER_STATUS_"))
+                .map(|s| {
+                    let name = s.as_str_name();
+                    name.strip_prefix("ORDER_STATUS_").unwrap_or(name)
+                })
                 .unwrap_or_default();
             let rejected = order.reject_reason != 0 || !order.reject_message.is_empty();
             let payload = OrderPayload {
@@ -203,7 +214,7 @@ pub fn entry_of(e: &Entry) -> AuditEntry {
             };
             (
                 u.sequence,
-                format!("ORDER_{event}"),
+                kind,
                 request.account.clone(),
                 order.order_id.clone(),
                 request.client_order_id.clone(),

@@ -97,6 +97,7 @@ fn every_connection_limit_has_an_explicit_default() {
     assert_eq!(c.max_header_list_bytes, 16 * 1024);
     assert_eq!(c.max_connection_age_secs, 600);
     assert!(c.tcp_nodelay);
+    assert_eq!(c.worker_threads, 0);
     assert!(c.validate().is_ok());
 }
 
@@ -114,6 +115,8 @@ fn every_connection_limit_has_an_explicit_default() {
     "server.max_connection_age_secs"
 )]
 #[case::nodelay_not_a_bool("tcp_nodelay = \"yes\"", "server.tcp_nodelay")]
+#[case::too_many_worker_threads("worker_threads = 100000", "server.worker_threads")]
+#[case::negative_worker_threads("worker_threads = -1", "server.worker_threads")]
 #[case::negative_size("max_header_list_bytes = -1", "server.max_header_list_bytes")]
 fn a_bad_connection_limit_names_its_key(#[case] line: &str, #[case] key: &str) {
     let f = toml(&format!("[server]\n{line}\n"));
@@ -125,10 +128,12 @@ fn a_bad_connection_limit_names_its_key(#[case] line: &str, #[case] key: &str) {
 fn connection_limits_at_their_bounds_are_accepted() {
     let f = toml(
         "[server]\nmax_decoding_message_bytes = 1024\nmax_encoding_message_bytes = 268435456\n\
-         max_header_list_bytes = 1048576\nmax_connection_age_secs = 0\ntcp_nodelay = false\n",
+         max_header_list_bytes = 1048576\nmax_connection_age_secs = 0\ntcp_nodelay = false\n\
+         worker_threads = 1024\n",
     );
     let c: Sample = load_from(Some(f.path()), no_env()).unwrap();
     assert_eq!(c.server.max_decoding_message_bytes, 1024);
     assert_eq!(c.server.max_connection_age_secs, 0);
     assert!(!c.server.tcp_nodelay);
+    assert_eq!(c.server.worker_threads, 1024);
 }
