@@ -309,8 +309,8 @@ pub fn replay_recycling<G: Send>(
                 }
             }
             if !bin.is_empty() {
-                // The reader is gone only once it has sent everything: then the bin is
-                // dropped here.
+                // Once the reader has finished (or failed), the send fails and the bin is
+                // dropped here instead.
                 let _ = bins.send(bin);
             }
             if applied.is_err() {
