@@ -5,12 +5,12 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use execbridge_runtime::{Health, ServerConfig, Shutdown, grpc};
-use tonic::transport::{Channel, Endpoint};
+use execbridge_testutil::counted_channel;
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -25,24 +25,6 @@ async fn start(config: ServerConfig) -> (SocketAddr, Shutdown) {
     let stop = shutdown.clone();
     tokio::spawn(async move { grpc::serve_on(router, acceptor, health, stop).await });
     (addr, shutdown)
-}
-
-/// A channel that counts the TCP connections it opens.
-fn counted_channel(addr: SocketAddr) -> (Channel, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let opened = count.clone();
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(5))
-        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-            let opened = opened.clone();
-            async move {
-                opened.fetch_add(1, Ordering::SeqCst);
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
-            }
-        }));
-    (channel, count)
 }
 
 async fn check_with_padding(channel: Channel, padding: usize) -> Result<(), tonic::Status> {

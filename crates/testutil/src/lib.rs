@@ -3,10 +3,13 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use execbridge_api::v1;
 use execbridge_runtime::{ServerConfig, Shutdown};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -126,4 +129,48 @@ pub async fn wait_serving(addr: SocketAddr, timeout: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Order `i` of a load of paper MARKET orders for 0.001 BTC-USDT: client order id
+/// `{prefix}-{i}`, spread over `accounts` accounts (`acct-0`...), buying on even `i` and
+/// selling on odd, so positions stay small however many orders there are.
+pub fn paper_market_order(prefix: &str, i: u64, accounts: u64) -> v1::OrderRequest {
+    v1::OrderRequest {
+        client_order_id: format!("{prefix}-{i}"),
+        account: format!("acct-{}", i % accounts.max(1)),
+        venue: "paper".into(),
+        mode: v1::TradingMode::Paper as i32,
+        symbol: "BTC-USDT".into(),
+        side: if i.is_multiple_of(2) {
+            v1::Side::Buy
+        } else {
+            v1::Side::Sell
+        } as i32,
+        r#type: v1::OrderType::Market as i32,
+        quantity: "0.001".into(),
+        ..Default::default()
+    }
+}
+
+/// A lazily connecting channel to `addr` that counts the TCP connections it opens, for
+/// tests of when a server closes connections.
+///
+/// # Panics
+/// Never for a socket address (the URI it builds is always valid).
+pub fn counted_channel(addr: SocketAddr) -> (Channel, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let opened = count.clone();
+    #[allow(clippy::unwrap_used)]
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let channel = endpoint
+        .timeout(Duration::from_secs(5))
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let opened = opened.clone();
+            async move {
+                opened.fetch_add(1, Ordering::SeqCst);
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
+            }
+        }));
+    (channel, count)
 }

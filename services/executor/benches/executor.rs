@@ -45,21 +45,7 @@ fn base_dir() -> std::path::PathBuf {
 }
 
 fn order(i: u64) -> v1::OrderRequest {
-    v1::OrderRequest {
-        client_order_id: format!("b-{i}"),
-        account: format!("acct-{}", i % 16),
-        venue: "paper".into(),
-        mode: v1::TradingMode::Paper as i32,
-        symbol: "BTC-USDT".into(),
-        side: if i.is_multiple_of(2) {
-            v1::Side::Buy
-        } else {
-            v1::Side::Sell
-        } as i32,
-        r#type: v1::OrderType::Market as i32,
-        quantity: "0.001".into(),
-        ..Default::default()
-    }
+    execbridge_testutil::paper_market_order("b", i, 16)
 }
 
 fn submit(i: u64) -> internal::SubmitOrderRequest {

@@ -58,21 +58,7 @@ fn start_executor(dir: &Path, listen: SocketAddr, marketdata: &str) -> Executor 
 }
 
 fn order(i: usize) -> v1::OrderRequest {
-    v1::OrderRequest {
-        client_order_id: format!("c-{i}"),
-        account: format!("acct-{}", i % ACCOUNTS),
-        venue: "paper".into(),
-        mode: v1::TradingMode::Paper as i32,
-        symbol: "BTC-USDT".into(),
-        side: if i.is_multiple_of(2) {
-            v1::Side::Buy
-        } else {
-            v1::Side::Sell
-        } as i32,
-        r#type: v1::OrderType::Market as i32,
-        quantity: "0.001".into(),
-        ..Default::default()
-    }
+    execbridge_testutil::paper_market_order("c", i as u64, ACCOUNTS as u64)
 }
 
 async fn connect(addr: SocketAddr) -> ExecutorServiceClient<Channel> {

@@ -18,21 +18,7 @@ const RETAINED: usize = 4;
 const ORDERS: u64 = 3_000;
 
 fn order(i: u64) -> v1::OrderRequest {
-    v1::OrderRequest {
-        client_order_id: format!("restart-{i}"),
-        account: format!("acct-{}", i % 3),
-        venue: "paper".into(),
-        mode: v1::TradingMode::Paper as i32,
-        symbol: "BTC-USDT".into(),
-        side: if i.is_multiple_of(2) {
-            v1::Side::Buy
-        } else {
-            v1::Side::Sell
-        } as i32,
-        r#type: v1::OrderType::Market as i32,
-        quantity: "0.001".into(),
-        ..Default::default()
-    }
+    execbridge_testutil::paper_market_order("restart", i, 3)
 }
 
 async fn open(config: &ExecutorConfig) -> (Arc<Shard>, ReplayStats) {

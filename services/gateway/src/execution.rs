@@ -91,6 +91,29 @@ impl Execution {
         }
     }
 
+    /// Admits a read of one account's orders (GetOrder, ListOrders, GetTradeHistory,
+    /// GetPositions): authenticated, within its rate, for a valid account the caller may
+    /// read. The admission slot is held as long as the returned [`Admitted`] lives.
+    fn admit_read<T>(
+        &self,
+        rpc: &'static str,
+        request: Request<T>,
+        account: impl Fn(&T) -> &str,
+    ) -> Result<(Admitted, CallContext, T), GatewayError> {
+        let _admission = otel_span!("admission").entered();
+        let admitted = self.admission.admit(rpc, &request, RpcClass::Read)?;
+        let ctx = self.context(&request, &admitted);
+        let request = request.into_inner();
+        check_account("account", account(&request))?;
+        self.admission.require(
+            rpc,
+            &admitted,
+            Permission::OrdersRead,
+            Some(account(&request)),
+        )?;
+        Ok((admitted, ctx, request))
+    }
+
     pub(crate) fn context<T>(&self, request: &Request<T>, admitted: &Admitted) -> CallContext {
         let metadata = request.metadata();
         CallContext {
@@ -458,20 +481,8 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::GetOrderRequest>,
     ) -> Result<Response<v1::GetOrderResponse>, Status> {
-        let (_admitted, ctx, request) = {
-            let _admission = otel_span!("admission").entered();
-            let admitted = self.admission.admit("GetOrder", &request, RpcClass::Read)?;
-            let ctx = self.context(&request, &admitted);
-            let request = request.into_inner();
-            check_account("account", &request.account)?;
-            self.admission.require(
-                "GetOrder",
-                &admitted,
-                Permission::OrdersRead,
-                Some(&request.account),
-            )?;
-            (admitted, ctx, request)
-        };
+        let (_admitted, ctx, request) =
+            self.admit_read("GetOrder", request, |r| r.account.as_str())?;
         let account = request.account.clone();
         let body = internal::GetOrderRequest {
             caller: Some(ctx.caller.clone()),
@@ -489,22 +500,8 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::ListOrdersRequest>,
     ) -> Result<Response<v1::ListOrdersResponse>, Status> {
-        let (_admitted, ctx, request) = {
-            let _admission = otel_span!("admission").entered();
-            let admitted = self
-                .admission
-                .admit("ListOrders", &request, RpcClass::Read)?;
-            let ctx = self.context(&request, &admitted);
-            let request = request.into_inner();
-            check_account("account", &request.account)?;
-            self.admission.require(
-                "ListOrders",
-                &admitted,
-                Permission::OrdersRead,
-                Some(&request.account),
-            )?;
-            (admitted, ctx, request)
-        };
+        let (_admitted, ctx, request) =
+            self.admit_read("ListOrders", request, |r| r.account.as_str())?;
         let account = request.account.clone();
         let body = internal::ListOrdersRequest {
             caller: Some(ctx.caller.clone()),
@@ -522,22 +519,8 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::GetTradeHistoryRequest>,
     ) -> Result<Response<v1::GetTradeHistoryResponse>, Status> {
-        let (_admitted, ctx, request) = {
-            let _admission = otel_span!("admission").entered();
-            let admitted = self
-                .admission
-                .admit("GetTradeHistory", &request, RpcClass::Read)?;
-            let ctx = self.context(&request, &admitted);
-            let request = request.into_inner();
-            check_account("account", &request.account)?;
-            self.admission.require(
-                "GetTradeHistory",
-                &admitted,
-                Permission::OrdersRead,
-                Some(&request.account),
-            )?;
-            (admitted, ctx, request)
-        };
+        let (_admitted, ctx, request) =
+            self.admit_read("GetTradeHistory", request, |r| r.account.as_str())?;
         let account = request.account.clone();
         let body = internal::GetTradeHistoryRequest {
             caller: Some(ctx.caller.clone()),
@@ -555,22 +538,8 @@ impl ExecutionService for Execution {
         &self,
         request: Request<v1::GetPositionsRequest>,
     ) -> Result<Response<v1::GetPositionsResponse>, Status> {
-        let (_admitted, ctx, request) = {
-            let _admission = otel_span!("admission").entered();
-            let admitted = self
-                .admission
-                .admit("GetPositions", &request, RpcClass::Read)?;
-            let ctx = self.context(&request, &admitted);
-            let request = request.into_inner();
-            check_account("account", &request.account)?;
-            self.admission.require(
-                "GetPositions",
-                &admitted,
-                Permission::OrdersRead,
-                Some(&request.account),
-            )?;
-            (admitted, ctx, request)
-        };
+        let (_admitted, ctx, request) =
+            self.admit_read("GetPositions", request, |r| r.account.as_str())?;
         let account = request.account.clone();
         let body = internal::GetPositionsRequest {
             caller: Some(ctx.caller.clone()),

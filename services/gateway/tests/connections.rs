@@ -6,35 +6,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
 use execbridge_api::v1::execution_service_client::ExecutionServiceClient;
 use execbridge_api::v1::*;
+use execbridge_testutil::counted_channel;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
-
-/// A channel that counts the TCP connections it opens.
-fn counted_channel(addr: SocketAddr) -> (Channel, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let opened = count.clone();
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(5))
-        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-            let opened = opened.clone();
-            async move {
-                opened.fetch_add(1, Ordering::SeqCst);
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
-            }
-        }));
-    (channel, count)
-}
 
 fn order(client_order_id: &str) -> OrderRequest {
     OrderRequest {
