@@ -124,6 +124,8 @@ def test_a_connection_limit_out_of_range_is_refused_and_named(
         ("gateway", "auth.max_failures_per_connection", "1000000"),
         # A market data batch must fit the encoding limit with room for one more event.
         ("marketdata", "fanout.max_batch_bytes", "3000000"),
+        # The audit trail's memory is bounded; no bound at all is refused.
+        ("executor", "audit.queue_records", "0"),
     ],
 )
 def test_a_service_limit_out_of_range_is_refused_and_named(service: str, key: str, value: str, tmp_path: Path) -> None:

@@ -328,6 +328,20 @@ def executor() -> dict[str, Any]:
                     (f"sum by (instance) (executor_journal_queue_records{{{sel}}})", "queued {{instance}}"),
                 ],
             ),
+            panel(
+                "Audit trail: queued, read back from the journal, failed writes",
+                [
+                    (f"sum by (instance) (executor_audit_queue_records{{{sel}}})", "queued {{instance}}"),
+                    (
+                        f"sum by (instance) (rate(executor_audit_read_back_records_total{{{sel}}}[{RATE}]))",
+                        "read back/s {{instance}}",
+                    ),
+                    (
+                        f"sum by (instance) (rate(executor_audit_write_failures_total{{{sel}}}[{RATE}]))",
+                        "failed writes/s {{instance}}",
+                    ),
+                ],
+            ),
             row("Streams and market data"),
             panel(
                 "Order-update subscribers",

@@ -11,15 +11,22 @@
 //! truth and the audit trail a copy: a sink is written on its own thread so a slow sink
 //! never delays an acknowledgement, and at start the trail catches up from the journal
 //! with whatever a crash kept from it.
+//!
+//! The same catch-up keeps the running trail complete with bounded memory: at most
+//! `audit.queue_records` durable records wait for the sink; what does not fit, and what a
+//! failed sink write did not take, is read back from the journal once the sink keeps up
+//! again (after a failure, following a pause that doubles up to 10 s).
 
 mod postgres;
 #[cfg(feature = "questdb")]
 mod questdb;
 mod sqlite;
 
-use std::path::Path;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::Duration;
 
 use execbridge_api::v1;
 use serde_json::json;
@@ -297,15 +304,42 @@ impl Chain {
     }
 }
 
-/// Hands durable records to the audit thread.
+/// Hands durable records to the audit thread without ever blocking the journal writer.
+///
+/// At most `audit.queue_records` records wait in memory. A group that does not fit is left
+/// out, and the feed notes the newest LSN it left out; the thread reads what it missed
+/// back from the journal (the source of truth) once it has written what was queued. A
+/// slow sink therefore costs journal reads, never memory without bound, and never a
+/// record.
 #[derive(Clone)]
 pub struct AuditFeed {
     tx: mpsc::Sender<Vec<Entry>>,
+    shared: Arc<FeedState>,
+}
+
+struct FeedState {
+    capacity: usize,
+    /// Records in the channel.
+    queued: AtomicUsize,
+    /// The newest LSN left out of the queue (0: none yet).
+    left_out: AtomicU64,
 }
 
 impl AuditFeed {
-    /// Queues a group of durable records (never blocks).
+    /// Queues a group of durable records, or leaves it for the journal when the queue is
+    /// full. Called by the journal writer only, so the room checked is the room used.
     pub fn send(&self, entries: &[Entry]) {
+        let Some(last) = entries.last() else {
+            return;
+        };
+        let s = &self.shared;
+        let metrics = crate::metrics::get();
+        if s.queued.load(Ordering::Acquire) + entries.len() > s.capacity {
+            s.left_out.fetch_max(last.lsn, Ordering::AcqRel);
+            return;
+        }
+        s.queued.fetch_add(entries.len(), Ordering::AcqRel);
+        metrics.audit_queue.add(entries.len() as i64);
         if self.tx.send(entries.to_vec()).is_err() {
             tracing::warn!("audit trail stopped; records are only in the journal");
         }
@@ -354,9 +388,179 @@ pub fn open_sink(
     })
 }
 
+/// Records read back from the journal per sink write.
+const READ_BACK_BATCH: usize = 10_000;
+/// The first pause after a failed sink write; it doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
+
+/// The sink, the end of its chain, and the journal to read missing records from.
+struct Trail {
+    sink: Box<dyn AuditSink>,
+    chain: Chain,
+    journal_dir: PathBuf,
+    /// The chain's end may not be the sink's (a write failed): read it again first.
+    stale: bool,
+}
+
+impl Trail {
+    /// Takes the chain's end from the sink.
+    fn resync(&mut self) -> Result<(), AuditError> {
+        let (lsn, hash) = self.sink.last()?.unwrap_or((0, GENESIS.to_owned()));
+        self.chain = Chain {
+            last_lsn: lsn,
+            last_hash: hash,
+        };
+        self.stale = false;
+        Ok(())
+    }
+
+    /// Writes `group` (consecutive durable records), reading whatever is missing before
+    /// it back from the journal first.
+    fn write(&mut self, group: &[Entry]) -> Result<(), AuditError> {
+        if self.stale {
+            self.resync()?;
+        }
+        if let Some(first) = group.first()
+            && first.lsn > self.chain.last_lsn + 1
+        {
+            self.read_back(first.lsn - 1)?;
+        }
+        let linked = self.chain.link(group);
+        if linked.is_empty() {
+            return Ok(());
+        }
+        self.sink.write(&linked).inspect_err(|_| self.stale = true)
+    }
+
+    /// Writes the journal's records after the chain's end up to `to`.
+    fn read_back(&mut self, to: u64) -> Result<(), AuditError> {
+        if self.stale {
+            self.resync()?;
+        }
+        let from = self.chain.last_lsn + 1;
+        if from > to {
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        let mut failed = None;
+        let dir = self.journal_dir.clone();
+        let read = journal::replay_from(&dir, from, |record| {
+            if record.lsn > to {
+                return Ok(());
+            }
+            if let Some(entry) = Entry::from_record(record) {
+                batch.push(entry);
+            }
+            if batch.len() >= READ_BACK_BATCH {
+                if let Err(e) = self.write_read_back(&batch) {
+                    failed = Some(e);
+                    return Err(journal::JournalError::Failed("audit sink write".into()));
+                }
+                batch.clear();
+            }
+            Ok(())
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        read?;
+        self.write_read_back(&batch)?;
+        if self.chain.last_lsn < to {
+            return Err(AuditError::sink(
+                "journal",
+                format!(
+                    "the audit trail needs records up to lsn {to}, the journal ends at {}",
+                    self.chain.last_lsn
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_read_back(&mut self, batch: &[Entry]) -> Result<(), AuditError> {
+        let linked = self.chain.link(batch);
+        if linked.is_empty() {
+            return Ok(());
+        }
+        self.sink
+            .write(&linked)
+            .inspect_err(|_| self.stale = true)?;
+        crate::metrics::get()
+            .audit_read_back
+            .inc_by(linked.len() as u64);
+        Ok(())
+    }
+
+    /// The thread: writes queued groups, reads back what was left out of the queue, and
+    /// after a failed write pauses, then goes on from what the sink holds (the journal
+    /// has the rest).
+    fn run(mut self, rx: &mpsc::Receiver<Vec<Entry>>, feed: &FeedState) {
+        let metrics = crate::metrics::get();
+        let mut pause = FIRST_RETRY_PAUSE;
+        loop {
+            // Behind (left-out records or a failed write): retry even if nothing comes.
+            let behind = self.stale || feed.left_out.load(Ordering::Acquire) > self.chain.last_lsn;
+            let first = if behind {
+                match rx.recv_timeout(pause) {
+                    Ok(group) => Some(group),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(group) => Some(group),
+                    Err(_) => break,
+                }
+            };
+            let mut group = first.unwrap_or_default();
+            let mut drained = false;
+            while group.len() <= 50_000 {
+                match rx.try_recv() {
+                    Ok(more) => group.extend(more),
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
+                }
+            }
+            feed.queued.fetch_sub(group.len(), Ordering::AcqRel);
+            metrics.audit_queue.sub(group.len() as i64);
+            let result = self.write(&group).and_then(|()| {
+                // Everything queued is written: now what did not fit in the queue.
+                let left_out = feed.left_out.load(Ordering::Acquire);
+                if drained && left_out > self.chain.last_lsn {
+                    self.read_back(left_out)
+                } else {
+                    Ok(())
+                }
+            });
+            match result {
+                Ok(()) => pause = FIRST_RETRY_PAUSE,
+                Err(e) => {
+                    metrics.audit_write_failures.inc();
+                    tracing::error!(error = %e, retry_in = ?pause, "audit trail write failed; it goes on from the journal after a pause");
+                    // The group is in the journal: the next attempt reads it back.
+                    if let Some(last) = group.last() {
+                        feed.left_out.fetch_max(last.lsn, Ordering::AcqRel);
+                    }
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+            }
+        }
+        // Closing (the journal has stopped): whatever was left out, from the journal.
+        let left_out = feed.left_out.load(Ordering::Acquire);
+        if let Err(e) = self.read_back(left_out) {
+            tracing::error!(error = %e, "audit trail incomplete at shutdown; the next start catches it up from the journal");
+        }
+    }
+}
+
 impl Audit {
     /// Opens the sink, catches it up from the journal in `journal_dir` (up to `last_lsn`)
-    /// and starts its thread. `None` when auditing is off.
+    /// and starts its thread, which keeps at most `audit.queue_records` records in memory.
+    /// `None` when auditing is off.
     ///
     /// # Errors
     /// [`AuditError`] when the sink cannot be opened or caught up.
@@ -368,71 +572,51 @@ impl Audit {
         let Some(sink) = open_sink(config, journal_dir)? else {
             return Ok(None);
         };
-        Self::with_sink(sink, journal_dir, last_lsn).map(Some)
+        Self::with_sink(sink, journal_dir, last_lsn, config.audit.queue_records).map(Some)
     }
 
-    /// As [`Audit::start`] with a given sink.
+    /// As [`Audit::start`] with a given sink and queue size.
     ///
     /// # Errors
     /// [`AuditError`] when the sink cannot be read or caught up.
     pub fn with_sink(
-        mut sink: Box<dyn AuditSink>,
+        sink: Box<dyn AuditSink>,
         journal_dir: &Path,
         last_lsn: u64,
+        queue_records: usize,
     ) -> Result<Self, AuditError> {
-        let (last, hash) = sink.last()?.unwrap_or((0, GENESIS.to_owned()));
-        let mut chain = Chain {
-            last_lsn: last,
-            last_hash: hash,
+        let mut trail = Trail {
+            sink,
+            chain: Chain {
+                last_lsn: 0,
+                last_hash: GENESIS.to_owned(),
+            },
+            journal_dir: journal_dir.to_owned(),
+            stale: true,
         };
-        if last < last_lsn {
-            let mut batch = Vec::new();
-            journal::replay(journal_dir, false, |record| {
-                if record.lsn > last
-                    && let Some(entry) = Entry::from_record(record)
-                {
-                    batch.push(entry);
-                    if batch.len() >= 10_000 {
-                        let linked = chain.link(&batch);
-                        batch.clear();
-                        sink.write(&linked).map_err(|e| journal::JournalError::Io {
-                            path: "audit".into(),
-                            message: e.to_string(),
-                        })?;
-                    }
-                }
-                Ok(())
-            })?;
-            let linked = chain.link(&batch);
-            sink.write(&linked)?;
+        trail.resync()?;
+        let behind = trail.chain.last_lsn;
+        if behind < last_lsn {
+            trail.read_back(last_lsn)?;
             tracing::info!(
-                from = last,
+                from = behind,
                 to = last_lsn,
                 "audit trail caught up from the journal"
             );
         }
         let (tx, rx) = mpsc::channel::<Vec<Entry>>();
+        let shared = Arc::new(FeedState {
+            capacity: queue_records.max(1),
+            queued: AtomicUsize::new(0),
+            left_out: AtomicU64::new(0),
+        });
+        let state = shared.clone();
         let thread = thread::Builder::new()
             .name("audit".into())
-            .spawn(move || {
-                while let Ok(mut group) = rx.recv() {
-                    while let Ok(more) = rx.try_recv() {
-                        group.extend(more);
-                        if group.len() > 50_000 {
-                            break;
-                        }
-                    }
-                    let linked = chain.link(&group);
-                    if let Err(e) = sink.write(&linked) {
-                        // The journal holds everything; the next start catches the trail up.
-                        tracing::error!(error = %e, "audit write failed; the audit trail stops until restart");
-                        return;
-                    }
-                }
-            })
+            .spawn(move || trail.run(&rx, &state))
             .map_err(|e| AuditError::sink("thread", e))?;
         Ok(Self {
-            feed: AuditFeed { tx },
+            feed: AuditFeed { tx, shared },
             thread: Some(thread),
         })
     }
@@ -442,8 +626,8 @@ impl Audit {
         self.feed.clone()
     }
 
-    /// Writes what is queued and stops. The feed held by the journal writer must be gone
-    /// (the journal closed) for this to return.
+    /// Writes what is queued (and what was left out of the queue) and stops. The feed held
+    /// by the journal writer must be gone (the journal closed) for this to return.
     pub fn close(mut self) {
         drop(self.feed);
         if let Some(thread) = self.thread.take() {

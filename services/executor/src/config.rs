@@ -155,6 +155,12 @@ impl Validate for ExecutorConfig {
                 "must be letters, digits and underscores",
             ));
         }
+        if !(1..=10_000_000).contains(&self.audit.queue_records) {
+            return Err(ConfigError::invalid(
+                "audit.queue_records",
+                format!("must be 1 to 10000000, got {}", self.audit.queue_records),
+            ));
+        }
         for (asset, amount) in &self.paper.initial_balances {
             if *amount < Decimal::ZERO {
                 return Err(ConfigError::invalid(
@@ -276,6 +282,10 @@ pub struct AuditConfig {
     pub url: String,
     /// Table name.
     pub table: String,
+    /// Most durable records waiting for the sink in memory. Past it the trail reads what
+    /// it missed back from the journal once the sink keeps up again: memory stays bounded
+    /// and acknowledgements never wait for the sink.
+    pub queue_records: usize,
 }
 
 impl Default for AuditConfig {
@@ -285,6 +295,7 @@ impl Default for AuditConfig {
             path: PathBuf::new(),
             url: String::new(),
             table: "execbridge_audit".into(),
+            queue_records: 200_000,
         }
     }
 }

@@ -292,13 +292,60 @@ pub fn replay(
 pub fn replay_recycling<G: Send>(
     dir: &Path,
     truncate: bool,
-    mut each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
+    each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
+) -> Result<u64, JournalError> {
+    replay_files(&segments(dir)?, truncate, each)
+}
+
+/// The first LSN a segment's name says it holds.
+fn first_lsn_of(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("journal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+/// Reads the records with LSN `from` and later, in order, calling `each` with them; the
+/// journal stays as it is. Segments that end before `from` (the next segment's name
+/// starts at or before it) are not read, so a reader that wants the newest records does
+/// not pay for the whole history.
+///
+/// Returns the last LSN read (0 when none is at or after `from`).
+///
+/// # Errors
+/// As [`replay`].
+pub fn replay_from(
+    dir: &Path,
+    from: u64,
+    mut each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
     let files = segments(dir)?;
+    let skip = files
+        .windows(2)
+        .take_while(|pair| first_lsn_of(&pair[1]).is_some_and(|next| next <= from))
+        .count();
+    let mut last = 0;
+    replay_files(&files[skip..], false, |record, _: &mut Vec<()>| {
+        if record.lsn < from {
+            return Ok(());
+        }
+        last = record.lsn;
+        each(record)
+    })?;
+    Ok(last)
+}
+
+fn replay_files<G: Send>(
+    files: &[PathBuf],
+    truncate: bool,
+    mut each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
+) -> Result<u64, JournalError> {
     let (tx, rx) = mpsc::sync_channel::<Vec<JournalRecord>>(4);
     let (bins, bins_rx) = mpsc::channel::<Vec<G>>();
     thread::scope(|scope| {
-        let reader = scope.spawn(move || read_segments(&files, truncate, &tx, &bins_rx));
+        let reader = scope.spawn(move || read_segments(files, truncate, &tx, &bins_rx));
         let mut applied: Result<(), JournalError> = Ok(());
         for chunk in rx {
             let mut bin = Vec::new();
@@ -360,8 +407,10 @@ fn read_segments<G>(
             let (body, next) = match frame {
                 Ok(v) => v,
                 Err(reason) if is_last => {
-                    tracing::warn!(path = %path.display(), offset, reason, "cutting off a torn journal tail");
+                    // A reader of the live journal (truncate off) meets the record being
+                    // written as a torn tail, which is no news.
                     if truncate {
+                        tracing::warn!(path = %path.display(), offset, reason, "cutting off a torn journal tail");
                         OpenOptions::new()
                             .write(true)
                             .open(path)
@@ -432,7 +481,7 @@ pub fn read_updates(
     to: u64,
 ) -> Result<Vec<Arc<v1::OrderUpdate>>, JournalError> {
     let mut out = Vec::new();
-    replay(dir, false, |record| {
+    replay_from(dir, from, |record| {
         if let Some(RecordEntry::Update(u)) = record.entry
             && (from..=to).contains(&u.sequence)
         {

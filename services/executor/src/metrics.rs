@@ -27,6 +27,12 @@ pub struct Metrics {
     pub marketdata_reconnects: IntCounter,
     /// Open order-update streams (the gateways' subscriptions).
     pub update_subscribers: IntGauge,
+    /// Durable records queued for the audit sink.
+    pub audit_queue: IntGauge,
+    /// Records the audit trail read back from the journal instead of its queue.
+    pub audit_read_back: IntCounter,
+    /// Failed writes to the audit sink (each retried from the journal).
+    pub audit_write_failures: IntCounter,
 }
 
 #[allow(clippy::expect_used)]
@@ -84,6 +90,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Open order-update streams (the gateways' subscriptions)",
     )
     .expect("static metric"),
+    audit_queue: IntGauge::new(
+        "executor_audit_queue_records",
+        "Durable records queued in memory for the audit sink",
+    )
+    .expect("static metric"),
+    audit_read_back: IntCounter::new(
+        "executor_audit_read_back_records_total",
+        "Records the audit trail read back from the journal because its queue was full or \
+         a sink write failed",
+    )
+    .expect("static metric"),
+    audit_write_failures: IntCounter::new(
+        "executor_audit_write_failures_total",
+        "Failed writes to the audit sink; each is retried from the journal",
+    )
+    .expect("static metric"),
 });
 
 /// The metrics of this process.
@@ -102,6 +124,9 @@ pub fn register(registry: &Registry) {
         Box::new(m.journal_queue.clone()),
         Box::new(m.marketdata_reconnects.clone()),
         Box::new(m.update_subscribers.clone()),
+        Box::new(m.audit_queue.clone()),
+        Box::new(m.audit_read_back.clone()),
+        Box::new(m.audit_write_failures.clone()),
     ];
     for c in collectors {
         // Only a duplicate name fails, which a fresh registry never has.

@@ -1,4 +1,6 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use execbridge_api::v1;
 
@@ -174,4 +176,180 @@ fn the_questdb_sink_sends_line_protocol_rows() {
     );
     assert!(lines[1].contains(&format!("prev_hash=\"{}\"", chained(2)[0].hash)));
     assert!(lines[0].ends_with("1700000000000000001"), "{}", lines[0]);
+}
+
+/// An SQLite sink that is slow, and refuses its first writes.
+struct Troubled {
+    inner: SqliteSink,
+    delay: Duration,
+    refuse_first: usize,
+    writes: Arc<AtomicUsize>,
+}
+
+impl AuditSink for Troubled {
+    fn last(&mut self) -> Result<Option<(u64, String)>, AuditError> {
+        self.inner.last()
+    }
+
+    fn write(&mut self, entries: &[AuditEntry]) -> Result<(), AuditError> {
+        if self.writes.fetch_add(1, Ordering::SeqCst) < self.refuse_first {
+            return Err(AuditError::sink("test", "refused"));
+        }
+        std::thread::sleep(self.delay);
+        self.inner.write(entries)
+    }
+
+    fn read_all(&mut self) -> Result<Vec<AuditEntry>, AuditError> {
+        self.inner.read_all()
+    }
+}
+
+/// Hands each durable group to the audit trail, as the shard's fanout does.
+struct ToAudit(AuditFeed);
+
+impl journal::AfterSync for ToAudit {
+    fn synced(&mut self, entries: &[Entry]) {
+        self.0.send(entries);
+    }
+}
+
+/// Journals `records` in groups of `group` through a trail on `sink` whose queue holds
+/// `queue` records, closes both and returns what the trail's file verifies to, and the
+/// newest LSN the feed left out of the queue (0: none).
+fn journal_through(
+    dir: &Path,
+    sink: Troubled,
+    queue: usize,
+    records: u64,
+    group: usize,
+) -> (Verdict, u64) {
+    let journal_dir = dir.join("journal");
+    let audit = Audit::with_sink(Box::new(sink), &journal_dir, 0, queue).unwrap();
+    let options = journal::Options {
+        fsync: false,
+        segment_bytes: 64 * 1024,
+        max_batch: 1000,
+        sync_delay: Duration::from_millis(1),
+    };
+    let mut j =
+        journal::Journal::start(&journal_dir, 0, options, Box::new(ToAudit(audit.feed()))).unwrap();
+    for chunk in entries(records).chunks(group) {
+        j.append(chunk.to_vec(), true)
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+    }
+    // The live trail completes (from its queue and the journal) without a restart.
+    let path = dir.join("audit.sqlite");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut verdict = verify(path.to_str().unwrap(), "execbridge_audit").unwrap();
+    while verdict.entries < records && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        verdict = verify(path.to_str().unwrap(), "execbridge_audit").unwrap();
+    }
+    j.close();
+    drop(j);
+    let left_out = audit.feed.shared.left_out.load(Ordering::SeqCst);
+    audit.close();
+    (verdict, left_out)
+}
+
+fn troubled(dir: &Path, delay: Duration, refuse_first: usize) -> (Troubled, Arc<AtomicUsize>) {
+    let writes = Arc::new(AtomicUsize::new(0));
+    let sink = Troubled {
+        inner: SqliteSink::open(&dir.join("audit.sqlite"), "execbridge_audit").unwrap(),
+        delay,
+        refuse_first,
+        writes: writes.clone(),
+    };
+    (sink, writes)
+}
+
+#[test]
+fn a_slow_sink_costs_journal_reads_not_memory_or_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, writes) = troubled(dir.path(), Duration::from_millis(3), 0);
+    let read_back = crate::metrics::get().audit_read_back.get();
+    // A queue of 8 records against a sink that takes 3 ms a write: most groups do not fit
+    // and are read back from the journal (several segments of it).
+    let (verdict, left_out) = journal_through(dir.path(), sink, 8, 3000, 4);
+    assert!(left_out > 0, "groups were left out of the queue");
+    assert_eq!(
+        verdict,
+        Verdict {
+            entries: 3000,
+            first_bad: None
+        }
+    );
+    assert!(
+        crate::metrics::get().audit_read_back.get() > read_back,
+        "records were read back from the journal"
+    );
+    assert!(
+        writes.load(Ordering::SeqCst) < 750,
+        "fewer writes than groups: read-back writes are batched"
+    );
+    assert!(
+        journal::segments(&dir.path().join("journal"))
+            .unwrap()
+            .len()
+            > 1
+    );
+}
+
+#[test]
+fn a_failed_sink_write_is_retried_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, writes) = troubled(dir.path(), Duration::ZERO, 3);
+    let failures = crate::metrics::get().audit_write_failures.get();
+    let (verdict, _) = journal_through(dir.path(), sink, 100_000, 200, 10);
+    assert_eq!(
+        verdict,
+        Verdict {
+            entries: 200,
+            first_bad: None
+        }
+    );
+    assert!(writes.load(Ordering::SeqCst) > 3);
+    assert!(crate::metrics::get().audit_write_failures.get() >= failures + 3);
+}
+
+/// Ignores what the journal syncs.
+struct Nobody;
+
+impl journal::AfterSync for Nobody {
+    fn synced(&mut self, _: &[Entry]) {}
+}
+
+#[test]
+fn a_trail_behind_the_journal_catches_up_from_where_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("journal");
+    let options = journal::Options {
+        fsync: false,
+        segment_bytes: 4096,
+        max_batch: 1000,
+        sync_delay: Duration::from_millis(1),
+    };
+    let mut j = journal::Journal::start(&journal_dir, 0, options, Box::new(Nobody)).unwrap();
+    for chunk in entries(500).chunks(7) {
+        j.append(chunk.to_vec(), true)
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+    }
+    j.close();
+    // The trail holds the first 120 records.
+    let (mut sink, _) = troubled(dir.path(), Duration::ZERO, 0);
+    sink.write(&chained(120)).unwrap();
+    let audit = Audit::with_sink(Box::new(sink), &journal_dir, 500, 10).unwrap();
+    audit.close();
+    let path = dir.path().join("audit.sqlite");
+    assert_eq!(
+        verify(path.to_str().unwrap(), "execbridge_audit").unwrap(),
+        Verdict {
+            entries: 500,
+            first_bad: None
+        }
+    );
 }

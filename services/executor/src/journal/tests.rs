@@ -122,6 +122,46 @@ fn damage_before_the_tail_stops_the_replay_and_names_the_place() {
     );
 }
 
+#[test]
+fn replay_from_reads_only_the_segments_that_hold_the_records_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (j, _) = start(dir.path(), 0, 1024);
+    for first in (1..=300).step_by(20) {
+        let _ = j
+            .append((first..first + 20).map(update).collect(), false)
+            .unwrap();
+        rt.block_on(j.wait(first + 19)).unwrap();
+    }
+    drop(j);
+    let files = segments(dir.path()).unwrap();
+    assert!(files.len() > 3, "{} segments", files.len());
+    let third = first_lsn_of(&files[2]).unwrap();
+    // Damage in the first segment does not matter to a reader that starts later.
+    let mut data = fs::read(&files[0]).unwrap();
+    data[20] ^= 0xff;
+    fs::write(&files[0], data).unwrap();
+    for from in [third, third + 1, 300] {
+        let mut seen = Vec::new();
+        let last = replay_from(dir.path(), from, |r| {
+            seen.push(r.lsn);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (from..=300).collect::<Vec<_>>(), "from {from}");
+        assert_eq!(last, 300);
+    }
+    assert_eq!(replay_from(dir.path(), 301, |_| Ok(())).unwrap(), 0);
+    // Starting in the damaged segment meets the damage.
+    assert!(matches!(
+        replay_from(dir.path(), 1, |_| Ok(())),
+        Err(JournalError::Corrupt { .. })
+    ));
+}
+
 #[tokio::test]
 async fn after_a_failed_write_nothing_is_acknowledged_again() {
     let dir = tempfile::tempdir().unwrap();
