@@ -225,6 +225,55 @@ async fn a_ticket_completes_once_its_records_are_durable_and_published() {
     }
 }
 
+#[test]
+fn a_ticket_dropped_without_a_wait_still_has_its_records_made_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, seen) = start(dir.path(), 0, 1 << 20);
+    drop(j.append(vec![update(1), update(2)], true).unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while seen.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+    assert_eq!(j.durable_lsn(), 2);
+}
+
+#[test]
+fn concurrent_waiters_see_their_records_durable_and_published_once_in_lsn_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, seen) = start(dir.path(), 0, 64 * 1024);
+    // The lock that assigns LSNs, as the engine's does.
+    let next = Mutex::new(0u64);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for i in 0..250 {
+                    let ticket = {
+                        let mut lsn = next.lock().unwrap();
+                        *lsn += 1;
+                        // Every fifth group nobody waits for, as with a venue's answers.
+                        j.append(vec![update(*lsn)], i % 5 != 0).unwrap()
+                    };
+                    ticket.wait_blocking().unwrap();
+                }
+            });
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(j.wait(2000)).unwrap();
+    drop(j);
+    let expected: Vec<u64> = (1..=2000).collect();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "published once each, in order"
+    );
+    assert_eq!(lsns(dir.path()), expected);
+}
+
 #[tokio::test]
 async fn records_without_a_ticket_are_synced_within_the_delay() {
     let dir = tempfile::tempdir().unwrap();
