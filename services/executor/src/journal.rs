@@ -481,6 +481,9 @@ pub fn read_updates(
     to: u64,
 ) -> Result<Vec<Arc<v1::OrderUpdate>>, JournalError> {
     let mut out = Vec::new();
+    // An update's LSN is never below its sequence: both start at 1, every sequence step
+    // is one journal record, and admin changes take LSNs too. So no update with sequence
+    // `from` or later sits before LSN `from`.
     replay_from(dir, from, |record| {
         if let Some(RecordEntry::Update(u)) = record.entry
             && (from..=to).contains(&u.sequence)

@@ -40,6 +40,8 @@ async fn a_reopened_shard_has_the_same_state_and_serves_updates_from_memory_and_
     config.journal.dir = dir.path().to_owned();
     config.audit.sink = AuditSinkKind::None;
     config.shard.updates_retained = RETAINED;
+    // Small segments: a resume from the middle reads only the segments it needs.
+    config.journal.segment_bytes = 64 * 1024;
 
     let (shard, _) = open(&config).await;
     shard.market(|e| {
@@ -82,6 +84,14 @@ async fn a_reopened_shard_has_the_same_state_and_serves_updates_from_memory_and_
     // Before it: the rest comes from the journal, without a gap or a duplicate.
     let all = shard.catch_up(0).unwrap();
     assert_eq!(sequences(&all), (1..=last).collect::<Vec<_>>());
+    assert!(
+        execbridge_executor::journal::segments(dir.path())
+            .unwrap()
+            .len()
+            > 10
+    );
+    let half = shard.catch_up(last / 2).unwrap();
+    assert_eq!(sequences(&half), (last / 2 + 1..=last).collect::<Vec<_>>());
     assert!(
         all.iter()
             .all(|u| u.order.as_ref().is_some_and(|o| !o.order_id.is_empty())),
