@@ -119,6 +119,23 @@ const MAX_CONNECTION_AGE_SECS: u64 = 7 * 86_400;
 /// More runtime threads than this is a typo, not a machine.
 const MAX_WORKER_THREADS: usize = 1024;
 
+/// `value` of `key` at most `max`, where 0 means `zero`; or the error naming both.
+fn check_at_most<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    max: T,
+    zero: &str,
+) -> Result<(), ConfigError> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be 0 ({zero}) to {max}, got {value}"),
+        ))
+    }
+}
+
 /// `value` of `key` within `range`, or the error naming both.
 fn check_range<T: PartialOrd + std::fmt::Display>(
     key: &str,
@@ -371,24 +388,18 @@ impl Validate for ServerConfig {
             self.max_header_list_bytes,
             &HEADER_LIST_BYTES,
         )?;
-        if self.max_connection_age_secs > MAX_CONNECTION_AGE_SECS {
-            return Err(ConfigError::invalid(
-                "server.max_connection_age_secs",
-                format!(
-                    "must be 0 (never) to {MAX_CONNECTION_AGE_SECS}, got {}",
-                    self.max_connection_age_secs
-                ),
-            ));
-        }
-        if self.worker_threads > MAX_WORKER_THREADS {
-            return Err(ConfigError::invalid(
-                "server.worker_threads",
-                format!(
-                    "must be 0 (one per CPU) to {MAX_WORKER_THREADS}, got {}",
-                    self.worker_threads
-                ),
-            ));
-        }
+        check_at_most(
+            "server.max_connection_age_secs",
+            self.max_connection_age_secs,
+            MAX_CONNECTION_AGE_SECS,
+            "never",
+        )?;
+        check_at_most(
+            "server.worker_threads",
+            self.worker_threads,
+            MAX_WORKER_THREADS,
+            "one per CPU",
+        )?;
         if self.listen.port() != 0 && self.listen == self.admin_listen {
             return Err(ConfigError::invalid(
                 "server.admin_listen",

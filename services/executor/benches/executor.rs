@@ -234,11 +234,7 @@ async fn shard_throughput() {
         e.on_quote(
             "paper",
             "BTC-USDT",
-            Quote {
-                bid: "99".parse().unwrap(),
-                ask: "101".parse().unwrap(),
-                last: "100".parse().unwrap(),
-            },
+            Quote::around(100.into()),
             SystemTime::now(),
         );
     });
@@ -283,16 +279,7 @@ fn replay() {
     let dir = tempfile::tempdir_in(base_dir()).unwrap();
     let mut engine = Engine::in_memory("s0", execbridge_executor::config::PaperConfig::default());
     let now = SystemTime::now();
-    engine.on_quote(
-        "paper",
-        "BTC-USDT",
-        Quote {
-            bid: "99".parse().unwrap(),
-            ask: "101".parse().unwrap(),
-            last: "100".parse().unwrap(),
-        },
-        now,
-    );
+    engine.on_quote("paper", "BTC-USDT", Quote::around(100.into()), now);
     let journal = Journal::start(
         dir.path(),
         0,

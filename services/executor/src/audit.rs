@@ -289,6 +289,15 @@ struct Chain {
 }
 
 impl Chain {
+    /// The end of the chain `sink` holds (the genesis for an empty trail).
+    fn end_of(sink: &mut dyn AuditSink) -> Result<Self, AuditError> {
+        let (last_lsn, last_hash) = sink.last()?.unwrap_or((0, GENESIS.to_owned()));
+        Ok(Self {
+            last_lsn,
+            last_hash,
+        })
+    }
+
     fn link(&mut self, entries: &[Entry]) -> Vec<AuditEntry> {
         let mut out = Vec::with_capacity(entries.len());
         let after = self.last_lsn;
@@ -404,13 +413,19 @@ struct Trail {
 }
 
 impl Trail {
-    /// Takes the chain's end from the sink.
+    /// A trail whose chain goes on from what `sink` holds.
+    fn open(mut sink: Box<dyn AuditSink>, journal_dir: &Path) -> Result<Self, AuditError> {
+        Ok(Self {
+            chain: Chain::end_of(sink.as_mut())?,
+            sink,
+            journal_dir: journal_dir.to_owned(),
+            stale: false,
+        })
+    }
+
+    /// Takes the chain's end from the sink again.
     fn resync(&mut self) -> Result<(), AuditError> {
-        let (lsn, hash) = self.sink.last()?.unwrap_or((0, GENESIS.to_owned()));
-        self.chain = Chain {
-            last_lsn: lsn,
-            last_hash: hash,
-        };
+        self.chain = Chain::end_of(self.sink.as_mut())?;
         self.stale = false;
         Ok(())
     }
@@ -585,16 +600,7 @@ impl Audit {
         last_lsn: u64,
         queue_records: usize,
     ) -> Result<Self, AuditError> {
-        let mut trail = Trail {
-            sink,
-            chain: Chain {
-                last_lsn: 0,
-                last_hash: GENESIS.to_owned(),
-            },
-            journal_dir: journal_dir.to_owned(),
-            stale: true,
-        };
-        trail.resync()?;
+        let mut trail = Trail::open(sink, journal_dir)?;
         let behind = trail.chain.last_lsn;
         if behind < last_lsn {
             trail.read_back(last_lsn)?;

@@ -29,6 +29,18 @@ pub struct Quote {
     pub last: Decimal,
 }
 
+impl Quote {
+    /// A book one price unit either side of `last`: the quote that tests and benchmarks
+    /// give the paper venue to fill against.
+    pub fn around(last: Decimal) -> Self {
+        Self {
+            bid: last - Decimal::ONE,
+            ask: last + Decimal::ONE,
+            last,
+        }
+    }
+}
+
 /// One price level; `quantity` `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Level {

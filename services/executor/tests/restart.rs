@@ -48,11 +48,7 @@ async fn a_reopened_shard_has_the_same_state_and_serves_updates_from_memory_and_
         e.on_quote(
             "paper",
             "BTC-USDT",
-            Quote {
-                bid: "99".parse().unwrap(),
-                ask: "101".parse().unwrap(),
-                last: "100".parse().unwrap(),
-            },
+            Quote::around(100.into()),
             SystemTime::now(),
         );
     });

@@ -213,6 +213,32 @@ impl journal::AfterSync for ToAudit {
     }
 }
 
+/// A journal in `dir` without fdatasync (the tests are about the trail, not the disk),
+/// rotating every `segment_bytes`, that hands each durable group to `after`.
+fn test_journal(
+    dir: &Path,
+    segment_bytes: u64,
+    after: Box<dyn journal::AfterSync>,
+) -> journal::Journal {
+    let options = journal::Options {
+        fsync: false,
+        segment_bytes,
+        max_batch: 1000,
+        sync_delay: Duration::from_millis(1),
+    };
+    journal::Journal::start(dir, 0, options, after).unwrap()
+}
+
+/// Appends records 1 to `records` in groups of `group`, each durable before the next.
+fn append_in_groups(j: &journal::Journal, records: u64, group: usize) {
+    for chunk in entries(records).chunks(group) {
+        j.append(chunk.to_vec(), true)
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+    }
+}
+
 /// Journals `records` in groups of `group` through a trail on `sink` whose queue holds
 /// `queue` records, closes both and returns what the trail's file verifies to, and the
 /// newest LSN the feed left out of the queue (0: none).
@@ -225,20 +251,8 @@ fn journal_through(
 ) -> (Verdict, u64) {
     let journal_dir = dir.join("journal");
     let audit = Audit::with_sink(Box::new(sink), &journal_dir, 0, queue).unwrap();
-    let options = journal::Options {
-        fsync: false,
-        segment_bytes: 64 * 1024,
-        max_batch: 1000,
-        sync_delay: Duration::from_millis(1),
-    };
-    let mut j =
-        journal::Journal::start(&journal_dir, 0, options, Box::new(ToAudit(audit.feed()))).unwrap();
-    for chunk in entries(records).chunks(group) {
-        j.append(chunk.to_vec(), true)
-            .unwrap()
-            .wait_blocking()
-            .unwrap();
-    }
+    let mut j = test_journal(&journal_dir, 64 * 1024, Box::new(ToAudit(audit.feed())));
+    append_in_groups(&j, records, group);
     // The live trail completes (from its queue and the journal) without a restart.
     let path = dir.join("audit.sqlite");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -325,19 +339,8 @@ impl journal::AfterSync for Nobody {
 fn a_trail_behind_the_journal_catches_up_from_where_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let journal_dir = dir.path().join("journal");
-    let options = journal::Options {
-        fsync: false,
-        segment_bytes: 4096,
-        max_batch: 1000,
-        sync_delay: Duration::from_millis(1),
-    };
-    let mut j = journal::Journal::start(&journal_dir, 0, options, Box::new(Nobody)).unwrap();
-    for chunk in entries(500).chunks(7) {
-        j.append(chunk.to_vec(), true)
-            .unwrap()
-            .wait_blocking()
-            .unwrap();
-    }
+    let mut j = test_journal(&journal_dir, 4096, Box::new(Nobody));
+    append_in_groups(&j, 500, 7);
     j.close();
     // The trail holds the first 120 records.
     let (mut sink, _) = troubled(dir.path(), Duration::ZERO, 0);

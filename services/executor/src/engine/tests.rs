@@ -28,16 +28,7 @@ fn drain(e: &mut Engine) -> Vec<Arc<v1::OrderUpdate>> {
 
 fn engine() -> Engine {
     let mut e = Engine::in_memory("s0", PaperConfig::default());
-    e.on_quote(
-        "paper",
-        "BTC-USDT",
-        Quote {
-            bid: d("99"),
-            ask: d("101"),
-            last: d("100"),
-        },
-        now(),
-    );
+    e.on_quote("paper", "BTC-USDT", Quote::around(d("100")), now());
     e
 }
 
@@ -203,16 +194,7 @@ fn another_accounts_order_is_not_found() {
 #[test]
 fn cancel_all_cancels_only_the_matching_open_orders() {
     let mut e = engine();
-    e.on_quote(
-        "paper",
-        "ETH-USDT",
-        Quote {
-            bid: d("9"),
-            ask: d("11"),
-            last: d("10"),
-        },
-        now(),
-    );
+    e.on_quote("paper", "ETH-USDT", Quote::around(d("10")), now());
     e.submit(request("a", Side::Buy, OrderType::Limit, Some("50")), now())
         .unwrap();
     let mut eth = request("b", Side::Buy, OrderType::Limit, Some("5"));
@@ -367,16 +349,7 @@ fn a_lost_acknowledgement_leaves_the_order_unknown_until_reconciliation() {
     let mut paper = PaperConfig::default();
     paper.faults.lost_ack_probability = 1.0;
     let mut e = Engine::in_memory("s0", paper);
-    e.on_quote(
-        "paper",
-        "BTC-USDT",
-        Quote {
-            bid: d("99"),
-            ask: d("101"),
-            last: d("100"),
-        },
-        now(),
-    );
+    e.on_quote("paper", "BTC-USDT", Quote::around(d("100")), now());
     let done = e.submit(market("m1", Side::Buy), now()).unwrap();
     assert_eq!(done.order.status, PbStatus::Unknown as i32);
     assert_eq!(e.reconcile(now(), false), 1);
@@ -415,16 +388,7 @@ fn fill_latency_defers_the_arrival_match() {
     let mut paper = PaperConfig::default();
     paper.latency.fill_us = 1000;
     let mut e = Engine::in_memory("s0", paper);
-    e.on_quote(
-        "paper",
-        "BTC-USDT",
-        Quote {
-            bid: d("99"),
-            ask: d("101"),
-            last: d("100"),
-        },
-        now(),
-    );
+    e.on_quote("paper", "BTC-USDT", Quote::around(d("100")), now());
     let Begin::New { idx, .. } = e.begin_submit(market("m1", Side::Buy), now()).unwrap() else {
         panic!()
     };
@@ -467,7 +431,7 @@ mod properties {
             paper.depth.displayed_size = true;
             paper.depth.synthetic_levels = 2;
             let mut e = Engine::in_memory("s0", paper);
-            let book = |mid: u32| Quote { bid: Decimal::from(mid) - Decimal::ONE, ask: Decimal::from(mid) + Decimal::ONE, last: Decimal::from(mid) };
+            let book = |mid: u32| Quote::around(Decimal::from(mid));
             e.on_top_of_book("paper", "BTC-USDT", book(100), (Some(d("0.2")), Some(d("0.2"))), now());
             let mut n = 0;
             for op in ops {

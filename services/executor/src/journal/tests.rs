@@ -125,16 +125,12 @@ fn damage_before_the_tail_stops_the_replay_and_names_the_place() {
 #[test]
 fn replay_from_reads_only_the_segments_that_hold_the_records_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let (j, _) = start(dir.path(), 0, 1024);
     for first in (1..=300).step_by(20) {
-        let _ = j
-            .append((first..first + 20).map(update).collect(), false)
+        j.append((first..first + 20).map(update).collect(), true)
+            .unwrap()
+            .wait_blocking()
             .unwrap();
-        rt.block_on(j.wait(first + 19)).unwrap();
     }
     drop(j);
     let files = segments(dir.path()).unwrap();
@@ -259,11 +255,7 @@ fn concurrent_waiters_see_their_records_durable_and_published_once_in_lsn_order(
             });
         }
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(j.wait(2000)).unwrap();
+    j.sync(2000).wait_blocking().unwrap();
     drop(j);
     let expected: Vec<u64> = (1..=2000).collect();
     assert_eq!(

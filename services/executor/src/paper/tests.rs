@@ -11,11 +11,7 @@ fn d(s: &str) -> Decimal {
 }
 
 fn quote() -> Quote {
-    Quote {
-        bid: d("99"),
-        ask: d("101"),
-        last: d("100"),
-    }
+    Quote::around(d("100"))
 }
 
 fn order(side: Side, order_type: OrderType, price: Option<&str>, stop: Option<&str>) -> Order {
