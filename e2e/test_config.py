@@ -126,6 +126,7 @@ def test_a_connection_limit_out_of_range_is_refused_and_named(
         ("marketdata", "fanout.max_batch_bytes", "3000000"),
         # The audit trail's memory is bounded; no bound at all is refused.
         ("executor", "audit.queue_records", "0"),
+        ("executor", "audit.flush_interval_ms", "60000"),
     ],
 )
 def test_a_service_limit_out_of_range_is_refused_and_named(service: str, key: str, value: str, tmp_path: Path) -> None:

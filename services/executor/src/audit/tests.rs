@@ -240,17 +240,18 @@ fn append_in_groups(j: &journal::Journal, records: u64, group: usize) {
 }
 
 /// Journals `records` in groups of `group` through a trail on `sink` whose queue holds
-/// `queue` records, closes both and returns what the trail's file verifies to, and the
-/// newest LSN the feed left out of the queue (0: none).
+/// `queue` records and which writes what it gathered every `flush`, closes both and
+/// returns what the trail's file verifies to, and the newest LSN the feed left out of the
+/// queue (0: none).
 fn journal_through(
     dir: &Path,
     sink: Troubled,
-    queue: usize,
+    (queue, flush): (usize, Duration),
     records: u64,
     group: usize,
 ) -> (Verdict, u64) {
     let journal_dir = dir.join("journal");
-    let audit = Audit::with_sink(Box::new(sink), &journal_dir, 0, queue).unwrap();
+    let audit = Audit::with_sink(Box::new(sink), &journal_dir, 0, queue, flush).unwrap();
     let mut j = test_journal(&journal_dir, 64 * 1024, Box::new(ToAudit(audit.feed())));
     append_in_groups(&j, records, group);
     // The live trail completes (from its queue and the journal) without a restart.
@@ -286,7 +287,7 @@ fn a_slow_sink_costs_journal_reads_not_memory_or_records() {
     let read_back = crate::metrics::get().audit_read_back.get();
     // A queue of 8 records against a sink that takes 3 ms a write: most groups do not fit
     // and are read back from the journal (several segments of it).
-    let (verdict, left_out) = journal_through(dir.path(), sink, 8, 3000, 4);
+    let (verdict, left_out) = journal_through(dir.path(), sink, (8, Duration::ZERO), 3000, 4);
     assert!(left_out > 0, "groups were left out of the queue");
     assert_eq!(
         verdict,
@@ -316,7 +317,7 @@ fn a_failed_sink_write_is_retried_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let (sink, writes) = troubled(dir.path(), Duration::ZERO, 3);
     let failures = crate::metrics::get().audit_write_failures.get();
-    let (verdict, _) = journal_through(dir.path(), sink, 100_000, 200, 10);
+    let (verdict, _) = journal_through(dir.path(), sink, (100_000, Duration::ZERO), 200, 10);
     assert_eq!(
         verdict,
         Verdict {
@@ -326,6 +327,67 @@ fn a_failed_sink_write_is_retried_from_the_journal() {
     );
     assert!(writes.load(Ordering::SeqCst) > 3);
     assert!(crate::metrics::get().audit_write_failures.get() >= failures + 3);
+}
+
+#[test]
+fn the_trail_writes_what_it_gathered_over_the_flush_interval_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, writes) = troubled(dir.path(), Duration::ZERO, 0);
+    let flush = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    // 300 durable groups of 3, each committed before the next.
+    let (verdict, left_out) = journal_through(dir.path(), sink, (100_000, flush), 900, 3);
+    let elapsed = started.elapsed();
+    assert_eq!(
+        verdict,
+        Verdict {
+            entries: 900,
+            first_bad: None
+        }
+    );
+    assert_eq!(left_out, 0, "everything fitted in the queue");
+    // A write at most every interval, plus the one at close.
+    let most = elapsed.as_millis() / flush.as_millis() + 2;
+    let writes = writes.load(Ordering::SeqCst);
+    assert!(
+        (writes as u128) <= most && writes < 300,
+        "{writes} sink writes for 300 groups in {elapsed:?}"
+    );
+}
+
+#[test]
+fn the_trail_runs_below_the_order_path_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = troubled(dir.path(), Duration::ZERO, 0);
+    let audit =
+        Audit::with_sink(Box::new(sink), &dir.path().join("journal"), 0, 10, Duration::ZERO)
+            .unwrap();
+    let thread = audit.thread.as_ref().unwrap().thread().clone();
+    // The thread lowers its own priority as it starts; its nice value is field 19 of
+    // /proc/self/task/<tid>/stat (after the parenthesised name).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let nice_values = loop {
+        let values: Vec<i32> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                (comm.trim() == thread.name()?).then_some(())?;
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                let after_name = stat.rsplit_once(')')?.1;
+                after_name.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect();
+        if values.contains(&AUDIT_NICE) || std::time::Instant::now() > deadline {
+            break values;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    audit.close();
+    assert!(
+        nice_values.contains(&AUDIT_NICE),
+        "audit threads' nice values: {nice_values:?}"
+    );
 }
 
 /// Ignores what the journal syncs.
@@ -345,7 +407,7 @@ fn a_trail_behind_the_journal_catches_up_from_where_it_ends() {
     // The trail holds the first 120 records.
     let (mut sink, _) = troubled(dir.path(), Duration::ZERO, 0);
     sink.write(&chained(120)).unwrap();
-    let audit = Audit::with_sink(Box::new(sink), &journal_dir, 500, 10).unwrap();
+    let audit = Audit::with_sink(Box::new(sink), &journal_dir, 500, 10, Duration::ZERO).unwrap();
     audit.close();
     let path = dir.path().join("audit.sqlite");
     assert_eq!(
