@@ -172,6 +172,7 @@ async fn latency_and_throughput() {
     let calls = total.div_ceil(size);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let base = end;
+    let rss_before = resident_bytes();
     let t = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..16 {
@@ -216,8 +217,31 @@ async fn latency_and_throughput() {
         elapsed.as_secs_f64(),
         acknowledged as f64 / elapsed.as_secs_f64()
     );
+    // Every order stays in the executor's memory (history is not pruned): what it costs.
+    if let (Some(before), Some(after)) = (rss_before, resident_bytes()) {
+        println!(
+            "resident memory over the batches: +{} MiB for {} orders = {:.0} bytes per retained order (the whole bench process; the executor's state is most of it)",
+            after.saturating_sub(before) >> 20,
+            calls * size,
+            after.saturating_sub(before) as f64 / (calls * size) as f64
+        );
+    }
     executor.stop().await;
     marketdata.stop().await;
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 async fn shard_throughput() {

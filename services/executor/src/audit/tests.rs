@@ -359,9 +359,14 @@ fn the_trail_writes_what_it_gathered_over_the_flush_interval_in_one_transaction(
 fn the_trail_runs_below_the_order_path_priority() {
     let dir = tempfile::tempdir().unwrap();
     let (sink, _) = troubled(dir.path(), Duration::ZERO, 0);
-    let audit =
-        Audit::with_sink(Box::new(sink), &dir.path().join("journal"), 0, 10, Duration::ZERO)
-            .unwrap();
+    let audit = Audit::with_sink(
+        Box::new(sink),
+        &dir.path().join("journal"),
+        0,
+        10,
+        Duration::ZERO,
+    )
+    .unwrap();
     let thread = audit.thread.as_ref().unwrap().thread().clone();
     // The thread lowers its own priority as it starts; its nice value is field 19 of
     // /proc/self/task/<tid>/stat (after the parenthesised name).
