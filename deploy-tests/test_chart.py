@@ -112,6 +112,35 @@ def test_the_executor_is_a_statefulset_with_a_journal_volume_and_a_headless_serv
     assert env["EXECBRIDGE_EXECUTOR_SHARD__ID"]["value"] == "s$(POD_INDEX)"
 
 
+def executor_audit(objects: list[dict[str, Any]]) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """The executor's claim templates, its mounts and the [audit] table of its config."""
+    (sts,) = by_kind(objects, "StatefulSet")
+    claims = [c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]]
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (config,) = [c["data"]["executor.toml"] for c in by_kind(objects, "ConfigMap") if "executor.toml" in c["data"]]
+    return claims, mounts, tomllib.loads(config)["audit"]
+
+
+def test_the_sqlite_audit_file_has_a_volume_of_its_own_apart_from_the_journal() -> None:
+    claims, mounts, audit = executor_audit(docs(render("none", "executor.audit.persistence.size=7Gi")))
+    assert claims == ["journal", "audit"]
+    assert mounts["audit"] == "/var/lib/execbridge/audit"
+    assert audit["path"] == "/var/lib/execbridge/audit/audit.sqlite"
+    assert not audit["path"].startswith(mounts["journal"])
+    assert audit["flush_interval_ms"] == 10
+    (sts,) = by_kind(docs(render("none", "executor.audit.persistence.size=7Gi")), "StatefulSet")
+    assert sts["spec"]["volumeClaimTemplates"][1]["spec"]["resources"]["requests"]["storage"] == "7Gi"
+
+
+@pytest.mark.parametrize("setting", ["executor.audit.persistence.enabled=false", "executor.audit.sink=none"])
+def test_without_an_sqlite_audit_volume_no_claim_is_made_and_the_default_path_stands(setting: str) -> None:
+    claims, mounts, audit = executor_audit(docs(render("none", setting)))
+    assert claims == ["journal"]
+    assert "audit" not in mounts
+    assert "path" not in audit
+
+
 def test_hpas_scale_on_cpu_and_optionally_on_a_custom_metric() -> None:
     hpas = by_kind(docs(render("none", "gateway.autoscaling.customMetric.enabled=true")), "HorizontalPodAutoscaler")
     kinds = {h["metadata"]["name"]: [m["type"] for m in h["spec"]["metrics"]] for h in hpas}

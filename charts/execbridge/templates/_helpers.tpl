@@ -158,3 +158,9 @@ ports:
   emptyDir:
     sizeLimit: 64Mi
 {{- end -}}
+
+{{/* "true" when the executor's SQLite audit file gets a volume of its own; empty otherwise. */}}
+{{- define "execbridge.auditVolume" -}}
+{{- $a := .Values.executor.audit -}}
+{{- if and (eq $a.sink "sqlite") $a.persistence.enabled -}}true{{- end -}}
+{{- end }}
