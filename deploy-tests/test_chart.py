@@ -123,13 +123,14 @@ def executor_audit(objects: list[dict[str, Any]]) -> tuple[list[str], dict[str, 
 
 
 def test_the_sqlite_audit_file_has_a_volume_of_its_own_apart_from_the_journal() -> None:
-    claims, mounts, audit = executor_audit(docs(render("none", "executor.audit.persistence.size=7Gi")))
+    objects = docs(render("none", "executor.audit.persistence.size=7Gi"))
+    claims, mounts, audit = executor_audit(objects)
     assert claims == ["journal", "audit"]
     assert mounts["audit"] == "/var/lib/execbridge/audit"
     assert audit["path"] == "/var/lib/execbridge/audit/audit.sqlite"
     assert not audit["path"].startswith(mounts["journal"])
     assert audit["flush_interval_ms"] == 10
-    (sts,) = by_kind(docs(render("none", "executor.audit.persistence.size=7Gi")), "StatefulSet")
+    (sts,) = by_kind(objects, "StatefulSet")
     assert sts["spec"]["volumeClaimTemplates"][1]["spec"]["resources"]["requests"]["storage"] == "7Gi"
 
 

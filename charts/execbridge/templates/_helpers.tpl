@@ -164,3 +164,22 @@ ports:
 {{- $a := .Values.executor.audit -}}
 {{- if and (eq $a.sink "sqlite") $a.persistence.enabled -}}true{{- end -}}
 {{- end }}
+
+{{/* One ReadWriteOnce claim template of the executor's StatefulSet: "name", its
+"persistence" values (size, storageClassName) and the component context "c". */}}
+{{- define "execbridge.claimTemplate" -}}
+- apiVersion: v1
+  kind: PersistentVolumeClaim
+  metadata:
+    name: {{ .name }}
+    labels:
+      {{- include "execbridge.selectorLabels" .c | nindent 6 }}
+  spec:
+    accessModes: [ReadWriteOnce]
+    {{- if .persistence.storageClassName }}
+    storageClassName: {{ .persistence.storageClassName }}
+    {{- end }}
+    resources:
+      requests:
+        storage: {{ .persistence.size }}
+{{- end }}

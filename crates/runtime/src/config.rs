@@ -119,8 +119,12 @@ const MAX_CONNECTION_AGE_SECS: u64 = 7 * 86_400;
 /// More runtime threads than this is a typo, not a machine.
 const MAX_WORKER_THREADS: usize = 1024;
 
-/// `value` of `key` at most `max`, where 0 means `zero`; or the error naming both.
-fn check_at_most<T: PartialOrd + std::fmt::Display>(
+/// `value` of `key` at most `max`, where 0 means `zero`; or the error naming both:
+/// "must be 0 (never) to 604800, got 700000".
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `key` when `value` is above `max`.
+pub fn check_at_most<T: PartialOrd + std::fmt::Display>(
     key: &str,
     value: T,
     max: T,
@@ -136,11 +140,32 @@ fn check_at_most<T: PartialOrd + std::fmt::Display>(
     }
 }
 
-/// `value` of `key` within `range`, or the error naming both.
-fn check_range<T: PartialOrd + std::fmt::Display>(
+/// `value` of `key` within `range`, or the error naming both: "must be 1 to 1000, got 0".
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `key` when `value` is outside `range`.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: impl Into<String>,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    check_within(key, value, &range, "")
+}
+
+/// [`check_range`] for a size: "must be 1024 to 1048576 bytes, got 10".
+fn check_bytes<T: PartialOrd + std::fmt::Display>(
     key: &str,
     value: T,
     range: &std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    check_within(key, value, range, " bytes")
+}
+
+fn check_within<T: PartialOrd + std::fmt::Display>(
+    key: impl Into<String>,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+    unit: &str,
 ) -> Result<(), ConfigError> {
     if range.contains(&value) {
         Ok(())
@@ -148,7 +173,7 @@ fn check_range<T: PartialOrd + std::fmt::Display>(
         Err(ConfigError::invalid(
             key,
             format!(
-                "must be {} to {} bytes, got {value}",
+                "must be {} to {}{unit}, got {value}",
                 range.start(),
                 range.end()
             ),
@@ -373,17 +398,17 @@ impl Validate for ServerConfig {
                 "must be at least 1",
             ));
         }
-        check_range(
+        check_bytes(
             "server.max_decoding_message_bytes",
             self.max_decoding_message_bytes,
             &MESSAGE_BYTES,
         )?;
-        check_range(
+        check_bytes(
             "server.max_encoding_message_bytes",
             self.max_encoding_message_bytes,
             &MESSAGE_BYTES,
         )?;
-        check_range(
+        check_bytes(
             "server.max_header_list_bytes",
             self.max_header_list_bytes,
             &HEADER_LIST_BYTES,

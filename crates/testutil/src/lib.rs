@@ -174,3 +174,18 @@ pub fn counted_channel(addr: SocketAddr) -> (Channel, Arc<AtomicUsize>) {
         }));
     (channel, count)
 }
+
+/// Resident memory of process `pid` in bytes, from `/proc/<pid>/status` (Linux); `None`
+/// where it cannot be read.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}

@@ -23,7 +23,7 @@ use execbridge_executor::journal::{self, AfterSync, Entry, Journal};
 use execbridge_executor::paper::Quote;
 use execbridge_executor::shard::Shard;
 use execbridge_marketdata::MarketdataConfig;
-use execbridge_testutil::{Running, server_config};
+use execbridge_testutil::{Running, resident_bytes, server_config};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
@@ -172,7 +172,7 @@ async fn latency_and_throughput() {
     let calls = total.div_ceil(size);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let base = end;
-    let rss_before = resident_bytes();
+    let rss_before = resident_bytes(std::process::id());
     let t = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..16 {
@@ -218,7 +218,7 @@ async fn latency_and_throughput() {
         acknowledged as f64 / elapsed.as_secs_f64()
     );
     // Every order stays in the executor's memory (history is not pruned): what it costs.
-    if let (Some(before), Some(after)) = (rss_before, resident_bytes()) {
+    if let (Some(before), Some(after)) = (rss_before, resident_bytes(std::process::id())) {
         println!(
             "resident memory over the batches: +{} MiB for {} orders = {:.0} bytes per retained order (the whole bench process; the executor's state is most of it)",
             after.saturating_sub(before) >> 20,
@@ -228,20 +228,6 @@ async fn latency_and_throughput() {
     }
     executor.stop().await;
     marketdata.stop().await;
-}
-
-/// This process's resident memory, from `/proc/self/status` (Linux).
-fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 async fn shard_throughput() {

@@ -461,11 +461,19 @@ impl Trail {
         {
             self.read_back(first.lsn - 1)?;
         }
-        let linked = self.chain.link(group);
-        if linked.is_empty() {
-            return Ok(());
+        self.append(group).map(drop)
+    }
+
+    /// Chains the records after the chain's end and writes them; returns how many were
+    /// new. A failed write leaves the chain's end to be read from the sink again.
+    fn append(&mut self, records: &[Entry]) -> Result<usize, AuditError> {
+        let linked = self.chain.link(records);
+        if !linked.is_empty() {
+            self.sink
+                .write(&linked)
+                .inspect_err(|_| self.stale = true)?;
         }
-        self.sink.write(&linked).inspect_err(|_| self.stale = true)
+        Ok(linked.len())
     }
 
     /// Writes the journal's records after the chain's end up to `to`.
@@ -514,16 +522,8 @@ impl Trail {
     }
 
     fn write_read_back(&mut self, batch: &[Entry]) -> Result<(), AuditError> {
-        let linked = self.chain.link(batch);
-        if linked.is_empty() {
-            return Ok(());
-        }
-        self.sink
-            .write(&linked)
-            .inspect_err(|_| self.stale = true)?;
-        crate::metrics::get()
-            .audit_read_back
-            .inc_by(linked.len() as u64);
+        let written = self.append(batch)?;
+        crate::metrics::get().audit_read_back.inc_by(written as u64);
         Ok(())
     }
 
@@ -549,28 +549,7 @@ impl Trail {
                 }
             };
             let mut group = first.unwrap_or_default();
-            // Gather for `flush_interval` after the first record, so a busy trail writes
-            // one transaction per interval, not one per journal commit.
-            let until = Instant::now() + flush_interval;
-            let mut drained = false;
-            while group.len() <= 50_000 {
-                let more = match rx.try_recv() {
-                    Err(mpsc::TryRecvError::Empty) if !group.is_empty() => {
-                        match until.checked_duration_since(Instant::now()) {
-                            Some(wait) if !wait.is_zero() => rx.recv_timeout(wait).ok(),
-                            _ => None,
-                        }
-                    }
-                    more => more.ok(),
-                };
-                match more {
-                    Some(more) => group.extend(more),
-                    None => {
-                        drained = true;
-                        break;
-                    }
-                }
-            }
+            let drained = gather(rx, &mut group, flush_interval);
             feed.queued.fetch_sub(group.len(), Ordering::AcqRel);
             metrics.audit_queue.sub(group.len() as i64);
             let result = self.write(&group).and_then(|()| {
@@ -602,6 +581,35 @@ impl Trail {
             tracing::error!(error = %e, "audit trail incomplete at shutdown; the next start catches it up from the journal");
         }
     }
+}
+
+/// A group past this many records is written without waiting for more.
+const MAX_WRITE_RECORDS: usize = 50_000;
+
+/// Adds to `group` what `rx` brings until `flush_interval` after now (at once when the
+/// group is empty or the interval is 0), so a busy trail writes one transaction per
+/// interval, not one per journal commit. True when `rx` had nothing more to give; false
+/// when the group went past [`MAX_WRITE_RECORDS`] first.
+fn gather(
+    rx: &mpsc::Receiver<Vec<Entry>>,
+    group: &mut Vec<Entry>,
+    flush_interval: Duration,
+) -> bool {
+    let until = Instant::now() + flush_interval;
+    while group.len() <= MAX_WRITE_RECORDS {
+        let more = match rx.try_recv() {
+            Err(mpsc::TryRecvError::Empty) if !group.is_empty() => until
+                .checked_duration_since(Instant::now())
+                .filter(|wait| !wait.is_zero())
+                .and_then(|wait| rx.recv_timeout(wait).ok()),
+            more => more.ok(),
+        };
+        match more {
+            Some(more) => group.extend(more),
+            None => return true,
+        }
+    }
+    false
 }
 
 impl Audit {

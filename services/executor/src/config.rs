@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use execbridge_domain::OrderId;
 use execbridge_runtime::cli::ServiceConfig;
-use execbridge_runtime::config::check_endpoint;
+use execbridge_runtime::config::{check_endpoint, check_range};
 use execbridge_runtime::{ConfigError, LogConfig, ServerConfig, Validate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -80,12 +80,7 @@ impl Validate for ExecutorConfig {
             ("paper.maker_fee_bps", self.paper.maker_fee_bps),
             ("paper.taker_fee_bps", self.paper.taker_fee_bps),
         ] {
-            if bps > 1000 {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("must be 0 to 1000, got {bps}"),
-                ));
-            }
+            check_range(key, bps, 0..=1000)?;
         }
         if self.journal.segment_bytes < 4096 {
             return Err(ConfigError::invalid(
@@ -121,12 +116,7 @@ impl Validate for ExecutorConfig {
                 f.disconnect_probability,
             ),
         ] {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("must be 0 to 1, got {p}"),
-                ));
-            }
+            check_range(key, p, 0.0..=1.0)?;
         }
         match self.audit.sink {
             AuditSinkKind::Postgres if self.audit.url.is_empty() => {
@@ -155,18 +145,16 @@ impl Validate for ExecutorConfig {
                 "must be letters, digits and underscores",
             ));
         }
-        if !(1..=10_000_000).contains(&self.audit.queue_records) {
-            return Err(ConfigError::invalid(
-                "audit.queue_records",
-                format!("must be 1 to 10000000, got {}", self.audit.queue_records),
-            ));
-        }
-        if self.audit.flush_interval_ms > 10_000 {
-            return Err(ConfigError::invalid(
-                "audit.flush_interval_ms",
-                format!("must be 0 to 10000, got {}", self.audit.flush_interval_ms),
-            ));
-        }
+        check_range(
+            "audit.queue_records",
+            self.audit.queue_records,
+            1..=10_000_000,
+        )?;
+        check_range(
+            "audit.flush_interval_ms",
+            self.audit.flush_interval_ms,
+            0..=10_000,
+        )?;
         for (asset, amount) in &self.paper.initial_balances {
             if *amount < Decimal::ZERO {
                 return Err(ConfigError::invalid(

@@ -1,7 +1,7 @@
 //! Configuration of the gateway.
 
 use execbridge_runtime::cli::ServiceConfig;
-use execbridge_runtime::config::check_endpoint;
+use execbridge_runtime::config::{check_at_most, check_endpoint, check_range};
 use execbridge_runtime::{ConfigError, LogConfig, ServerConfig, Validate};
 use serde::{Deserialize, Serialize};
 
@@ -175,24 +175,17 @@ impl Validate for GatewayConfig {
             ));
         }
         self.marketdata.validate("marketdata")?;
-        if !(100..=60_000).contains(&self.policy.reload_interval_ms) {
-            return Err(ConfigError::invalid(
-                "policy.reload_interval_ms",
-                format!(
-                    "must be 100 to 60000, got {}",
-                    self.policy.reload_interval_ms
-                ),
-            ));
-        }
-        if self.auth.max_failures_per_connection > MAX_AUTH_FAILURES_PER_CONNECTION {
-            return Err(ConfigError::invalid(
-                "auth.max_failures_per_connection",
-                format!(
-                    "must be 0 (never close) to {MAX_AUTH_FAILURES_PER_CONNECTION}, got {}",
-                    self.auth.max_failures_per_connection
-                ),
-            ));
-        }
+        check_range(
+            "policy.reload_interval_ms",
+            self.policy.reload_interval_ms,
+            100..=60_000,
+        )?;
+        check_at_most(
+            "auth.max_failures_per_connection",
+            self.auth.max_failures_per_connection,
+            MAX_AUTH_FAILURES_PER_CONNECTION,
+            "never close",
+        )?;
         // A policy file that does not compile stops the start, before anything binds.
         if !self.policy.file.is_empty() {
             crate::reload::load(std::path::Path::new(&self.policy.file))
@@ -231,12 +224,7 @@ impl UpstreamConfig {
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("default_timeout_ms", self.default_timeout_ms),
         ] {
-            if !(1..=300_000).contains(&ms) {
-                return Err(ConfigError::invalid(
-                    format!("{section}.{key}"),
-                    format!("must be 1 to 300000, got {ms}"),
-                ));
-            }
+            check_range(format!("{section}.{key}"), ms, 1..=300_000)?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use execbridge_domain::{Symbol, VenueId};
 use execbridge_runtime::cli::ServiceConfig;
+use execbridge_runtime::config::check_range;
 use execbridge_runtime::{ConfigError, LogConfig, ServerConfig, Validate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -133,24 +134,14 @@ impl Default for FeedConfig {
 
 impl FeedConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=60_000).contains(&self.tick_interval_ms) {
-            return Err(ConfigError::invalid(
-                "feed.tick_interval_ms",
-                format!("must be 1 to 60000, got {}", self.tick_interval_ms),
-            ));
-        }
+        check_range("feed.tick_interval_ms", self.tick_interval_ms, 1..=60_000)?;
         if self.trade_probability_pct > 100 {
             return Err(ConfigError::invalid(
                 "feed.trade_probability_pct",
                 "must be 0 to 100",
             ));
         }
-        if !(1..=1000).contains(&self.depth_levels) {
-            return Err(ConfigError::invalid(
-                "feed.depth_levels",
-                format!("must be 1 to 1000, got {}", self.depth_levels),
-            ));
-        }
+        check_range("feed.depth_levels", self.depth_levels, 1..=1000)?;
         VenueId::new_checked(self.default_venue.as_str())
             .map_err(|e| ConfigError::invalid("feed.default_venue", e.to_string()))?;
         if self.symbols.is_empty() {
@@ -250,12 +241,7 @@ impl FanoutConfig {
             ("fanout.max_batch_events", self.max_batch_events, 1 << 16),
             ("fanout.max_batch_bytes", self.max_batch_bytes, 4 << 20),
         ] {
-            if !(1..=max).contains(&value) {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("must be 1 to {max}, got {value}"),
-                ));
-            }
+            check_range(field, value, 1..=max)?;
         }
         Ok(())
     }
@@ -341,12 +327,7 @@ impl VenueConfig {
             ("backoff_initial_ms", self.backoff_initial_ms),
             ("backoff_max_ms", self.backoff_max_ms),
         ] {
-            if !(1..=600_000).contains(&value) {
-                return Err(ConfigError::invalid(
-                    key(field),
-                    format!("must be 1 to 600000, got {value}"),
-                ));
-            }
+            check_range(key(field), value, 1..=600_000)?;
         }
         if self.dead_timeout_ms < self.idle_timeout_ms {
             return Err(ConfigError::invalid(

@@ -49,12 +49,7 @@ fn spec(symbol: &str) -> InstrumentSpec {
 }
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    execbridge_testutil::resident_bytes(std::process::id()).unwrap_or(0)
 }
 
 async fn serve(hub: Arc<Hub>) -> (String, Shutdown) {

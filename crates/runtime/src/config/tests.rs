@@ -137,3 +137,20 @@ fn connection_limits_at_their_bounds_are_accepted() {
     assert!(!c.server.tcp_nodelay);
     assert_eq!(c.server.worker_threads, 1024);
 }
+
+#[test]
+fn range_checks_name_the_key_the_bounds_and_the_value() {
+    let message = |r: Result<(), ConfigError>| r.unwrap_err().to_string();
+    assert!(check_range("a.b", 5, 1..=4).is_err());
+    assert!(check_range("a.b", 4, 1..=4).is_ok());
+    assert!(message(check_range("a.b", 0, 1..=4)).contains("`a.b`: must be 1 to 4, got 0"));
+    assert!(message(check_range("a.p", 1.5, 0.0..=1.0)).contains("must be 0 to 1, got 1.5"));
+    assert!(
+        message(check_bytes("a.s", 10u32, &(1024..=2048)))
+            .contains("must be 1024 to 2048 bytes, got 10")
+    );
+    assert!(check_at_most("a.n", 0, 9, "never").is_ok());
+    assert!(
+        message(check_at_most("a.n", 10, 9, "never")).contains("must be 0 (never) to 9, got 10")
+    );
+}
