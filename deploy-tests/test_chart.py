@@ -134,6 +134,14 @@ def test_the_sqlite_audit_file_has_a_volume_of_its_own_apart_from_the_journal() 
     assert sts["spec"]["volumeClaimTemplates"][1]["spec"]["resources"]["requests"]["storage"] == "7Gi"
 
 
+def test_the_executors_history_retention_reaches_its_config() -> None:
+    objects = docs(render("none", "executor.history.retainFinishedOrders=2500000", "executor.history.idempotencyWindowSecs=7200"))
+    (config,) = [c["data"]["executor.toml"] for c in by_kind(objects, "ConfigMap") if "executor.toml" in c["data"]]
+    shard = tomllib.loads(config)["shard"]
+    # Whole integers, not the 2.5e+06 a float would render.
+    assert shard == {"retain_finished_orders": 2500000, "idempotency_window_secs": 7200}
+
+
 @pytest.mark.parametrize("setting", ["executor.audit.persistence.enabled=false", "executor.audit.sink=none"])
 def test_without_an_sqlite_audit_volume_no_claim_is_made_and_the_default_path_stands(setting: str) -> None:
     claims, mounts, audit = executor_audit(docs(render("none", setting)))

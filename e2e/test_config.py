@@ -127,6 +127,9 @@ def test_a_connection_limit_out_of_range_is_refused_and_named(
         # The audit trail's memory is bounded; no bound at all is refused.
         ("executor", "audit.queue_records", "0"),
         ("executor", "audit.flush_interval_ms", "60000"),
+        # Too short an idempotency window would let a slow retry trade twice.
+        ("executor", "shard.idempotency_window_secs", "5"),
+        ("executor", "shard.retain_finished_orders", "1000000000"),
     ],
 )
 def test_a_service_limit_out_of_range_is_refused_and_named(service: str, key: str, value: str, tmp_path: Path) -> None:

@@ -342,6 +342,16 @@ def executor() -> dict[str, Any]:
                     ),
                 ],
             ),
+            panel(
+                "History held in memory: finished orders, forgotten client order ids",
+                [
+                    (f"sum by (instance) (executor_finished_orders_held{{{sel}}})", "finished orders {{instance}}"),
+                    (
+                        f"sum by (instance) (executor_forgotten_client_order_ids{{{sel}}})",
+                        "forgotten ids {{instance}}",
+                    ),
+                ],
+            ),
             row("Streams and market data"),
             panel(
                 "Order-update subscribers",

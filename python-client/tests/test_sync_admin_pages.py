@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from execbridge import (
     ExecutionClient,
+    ClientOrderIdUsed,
     IdempotencyMismatch,
     AlreadyExists,
     OrderRequest,
@@ -147,6 +148,7 @@ async def test_iter_orders_follows_page_tokens_to_the_end(server: Server) -> Non
     ("code", "reason", "cls"),
     [
         (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_MISMATCH", IdempotencyMismatch),
+        (grpc.StatusCode.ALREADY_EXISTS, "CLIENT_ORDER_ID_USED", ClientOrderIdUsed),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED", Overloaded),
         (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", ShuttingDown),
         (grpc.StatusCode.PERMISSION_DENIED, "MISSING_PERMISSION", PermissionDenied),
@@ -164,6 +166,8 @@ async def test_reasons_with_a_class_of_their_own_raise_it(server: Server, code: 
     assert type(caught.value) is cls
     if isinstance(caught.value, IdempotencyMismatch):
         assert caught.value.differing_fields == ("quantity", "price") and caught.value.order_id == "s0-1"
+    if isinstance(caught.value, ClientOrderIdUsed):
+        assert caught.value.order_id == "s0-1"
 
 
 def test_a_deadline_exceeded_is_an_unknown_outcome() -> None:

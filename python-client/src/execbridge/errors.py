@@ -34,6 +34,7 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "CircuitOpen",
+    "ClientOrderIdUsed",
     "IdempotencyMismatch",
     "Overloaded",
     "RateLimited",
@@ -201,6 +202,18 @@ class IdempotencyMismatch(AlreadyExists):
         return self.metadata.get("order_id") or None
 
 
+class ClientOrderIdUsed(AlreadyExists):
+    """A ``client_order_id`` was used by an order that has finished and that the executor
+    no longer holds (beyond ``shard.retain_finished_orders``). Within the executor's
+    idempotency window the id is refused instead of trading again; a new order needs a new
+    ``client_order_id``. ``order_id`` names the order that used it.
+    """
+
+    @property
+    def order_id(self) -> str | None:
+        return self.metadata.get("order_id") or None
+
+
 class PermissionDenied(ExecbridgeError):
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
 
@@ -310,6 +323,7 @@ _BY_REASON: Mapping[tuple[grpc.StatusCode, str], type[ExecbridgeError]] = {
     (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"): Overloaded,
     (grpc.StatusCode.RESOURCE_EXHAUSTED, "SLOW_CONSUMER"): SlowConsumer,
     (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_MISMATCH"): IdempotencyMismatch,
+    (grpc.StatusCode.ALREADY_EXISTS, "CLIENT_ORDER_ID_USED"): ClientOrderIdUsed,
     (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"): ShuttingDown,
 }
 _BY_NUMBER: Mapping[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}

@@ -76,6 +76,18 @@ impl Validate for ExecutorConfig {
                 "must be at least 1",
             ));
         }
+        check_range(
+            "shard.retain_finished_orders",
+            self.shard.retain_finished_orders,
+            0..=100_000_000,
+        )?;
+        // At least a minute covers any client's retry; at most a week keeps the keys'
+        // memory (about 70 bytes an order) bounded by the order rate.
+        check_range(
+            "shard.idempotency_window_secs",
+            self.shard.idempotency_window_secs,
+            60..=604_800,
+        )?;
         for (key, bps) in [
             ("paper.maker_fee_bps", self.paper.maker_fee_bps),
             ("paper.taker_fee_bps", self.paper.taker_fee_bps),
@@ -314,6 +326,24 @@ pub struct ShardConfig {
     pub cancel_on_shutdown: bool,
     /// How often orders with an unconfirmed venue outcome are reconciled, milliseconds.
     pub reconcile_interval_ms: u64,
+    /// Finished orders kept whole in memory (queries, trade history, repeated submits);
+    /// older ones are forgotten, oldest finished first. Working orders are always kept.
+    /// The journal and the audit trail keep everything.
+    pub retain_finished_orders: usize,
+    /// How long after an order finished its `client_order_id` is refused even once the
+    /// order is forgotten, seconds: a retry within this window never reaches the venue
+    /// twice. Costs about 70 bytes per order finished within the window.
+    pub idempotency_window_secs: u64,
+}
+
+impl ShardConfig {
+    /// The engine's [`crate::engine::Retention`].
+    pub fn retention(&self) -> crate::engine::Retention {
+        crate::engine::Retention {
+            finished_orders: self.retain_finished_orders,
+            idempotency_window: std::time::Duration::from_secs(self.idempotency_window_secs),
+        }
+    }
 }
 
 impl Default for ShardConfig {
@@ -323,6 +353,8 @@ impl Default for ShardConfig {
             updates_retained: 100_000,
             cancel_on_shutdown: false,
             reconcile_interval_ms: 500,
+            retain_finished_orders: 100_000,
+            idempotency_window_secs: 3_600,
         }
     }
 }

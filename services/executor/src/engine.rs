@@ -42,12 +42,28 @@ use crate::journal::{Entry, Payload};
 use crate::paper::{self, Book, Quote, Step};
 use crate::venue::{PaperVenue, Received};
 
+mod history;
+
+pub use history::Retention;
+use history::{Forgotten, Slots};
+
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// No order matches.
     #[error("order {0} not found")]
     NotFound(String),
+    /// The `client_order_id` was used by an order that finished and is no longer held;
+    /// within the idempotency window it is refused rather than sent to the venue again.
+    #[error(
+        "client_order_id {client_order_id} was used by order {order_id}, which has finished and is no longer held (shard.retain_finished_orders); a new order needs a new client_order_id"
+    )]
+    ClientOrderIdUsed {
+        /// The reused id.
+        client_order_id: String,
+        /// The order that used it.
+        order_id: String,
+    },
     /// The order is already finished.
     #[error("order {order_id} is {status:?} and cannot be canceled")]
     NotCancelable {
@@ -132,6 +148,9 @@ pub enum Begin {
     Duplicate {
         /// The order.
         idx: usize,
+        /// The order as it was found (a finished order may be forgotten before it is read
+        /// again).
+        order: v1::Order,
         /// Present while the original submit is still with the venue.
         in_flight: Option<watch::Receiver<bool>>,
     },
@@ -139,6 +158,8 @@ pub enum Begin {
     Rejected {
         /// The order.
         idx: usize,
+        /// The rejected order, final.
+        order: v1::Order,
     },
     /// Accepted and journaled; send it to the venue after `ack_latency` once durable.
     New {
@@ -195,6 +216,34 @@ pub struct Actor {
     pub reason: String,
 }
 
+/// One held order and the indices of its fills.
+struct Held {
+    order: Order,
+    fills: Vec<usize>,
+}
+
+impl std::ops::Index<usize> for Slots<Box<Held>> {
+    type Output = Order;
+
+    /// The held order at `idx`. Callers index only orders they know are held: working
+    /// orders, and finished ones within the same engine call that found them.
+    fn index(&self, idx: usize) -> &Order {
+        match self.get(idx) {
+            Some(held) => &held.order,
+            None => panic!("order index {idx} is not held"),
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots<Box<Held>> {
+    fn index_mut(&mut self, idx: usize) -> &mut Order {
+        match self.get_mut(idx) {
+            Some(held) => &mut held.order,
+            None => panic!("order index {idx} is not held"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct FillRecord {
     order: usize,
@@ -209,10 +258,10 @@ pub struct Engine {
     initial_balances: BTreeMap<String, Decimal>,
     risk_defaults: AccountRisk,
     risk: Map<String, AccountRisk>,
-    /// Every order of the shard by index; boxed so that growing the list moves pointers,
-    /// not whole orders (measured: regrowth copies were a fifth of a million-event replay).
-    #[allow(clippy::vec_box)]
-    orders: Vec<Box<Order>>,
+    /// The orders held, by index; boxed so that growing the list moves pointers, not whole
+    /// orders (measured: regrowth copies were a fifth of a million-event replay). Finished
+    /// orders are forgotten by [`Retention`] (see [`history`]).
+    orders: Slots<Box<Held>>,
     by_id: Map<String, usize>,
     by_client: Map<(AccountId, ClientOrderId), usize>,
     open: BTreeSet<usize>,
@@ -223,7 +272,11 @@ pub struct Engine {
     /// Accounts whose balances exist: answers [`Engine::ensure_account`] without building
     /// a range key per order.
     funded: Set<String>,
-    fills: Vec<FillRecord>,
+    fills: Slots<FillRecord>,
+    /// Held finished orders in the order they finished, with when.
+    finished: VecDeque<(usize, SystemTime)>,
+    forgotten: Forgotten,
+    retention: Retention,
     daily_pnl: Map<(String, u64), Decimal>,
     rate: Map<String, VecDeque<SystemTime>>,
     sequence: u64,
@@ -293,7 +346,7 @@ impl Engine {
                 live: risk.live.0.clone(),
             },
             risk: Map::default(),
-            orders: Vec::new(),
+            orders: Slots::default(),
             by_id: Map::default(),
             by_client: Map::default(),
             open: BTreeSet::new(),
@@ -302,7 +355,10 @@ impl Engine {
             positions: BTreeMap::new(),
             balances: BTreeMap::new(),
             funded: Set::default(),
-            fills: Vec::new(),
+            fills: Slots::default(),
+            finished: VecDeque::new(),
+            forgotten: Forgotten::default(),
+            retention: Retention::default(),
             daily_pnl: Map::default(),
             rate: Map::default(),
             sequence: 0,
@@ -312,6 +368,18 @@ impl Engine {
             arriving: Set::default(),
             flatten_count: 0,
         }
+    }
+
+    /// The same engine keeping `retention` of its finished orders.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Finished orders held whole, and keys of forgotten ones still refused.
+    pub fn history_held(&self) -> (usize, usize) {
+        (self.finished.len(), self.forgotten.len())
     }
 
     /// An engine with an in-memory paper venue and default risk: for tests.
@@ -460,7 +528,19 @@ impl Engine {
             }
             return Ok(Begin::Duplicate {
                 idx,
+                order: order_to_proto(existing),
                 in_flight: self.in_flight.get(&idx).map(watch::Sender::subscribe),
+            });
+        }
+        self.forgotten
+            .expire(now, self.retention.idempotency_window);
+        let used = self
+            .forgotten
+            .key(request.account.as_str(), request.client_order_id.as_str());
+        if let Some(idx) = self.forgotten.get(used) {
+            return Err(EngineError::ClientOrderIdUsed {
+                client_order_id: request.client_order_id.to_string(),
+                order_id: format!("{}-{}", self.shard, idx + 1),
             });
         }
         self.ensure_account(request.account.as_str());
@@ -489,11 +569,15 @@ impl Engine {
         let idx = self.orders.len();
         let order_id = OrderId::new_checked(format!("{}-{}", self.shard, idx + 1))
             .map_err(|e| EngineError::Internal(format!("order id: {e}")))?;
+        self.forget_finished(now);
         self.sequence += 1;
         let order = Order::new(order_id.clone(), request, now, self.sequence);
         self.by_id.insert(order_id.to_string(), idx);
         self.by_client.insert(key, idx);
-        self.orders.push(Box::new(order));
+        self.orders.push(Box::new(Held {
+            order,
+            fills: Vec::new(),
+        }));
         self.set_open(idx, true);
         self.publish(idx, v1::OrderEventType::Accepted, None, now);
         if let Err(denial) = verdict {
@@ -503,7 +587,10 @@ impl Engine {
                 message: denial.message,
             };
             self.apply(idx, &event, v1::OrderEventType::Rejected, now)?;
-            return Ok(Begin::Rejected { idx });
+            return Ok(Begin::Rejected {
+                idx,
+                order: order_to_proto(&self.orders[idx]),
+            });
         }
         let (tx, _) = watch::channel(false);
         self.in_flight.insert(idx, tx);
@@ -676,12 +763,12 @@ impl Engine {
         now: SystemTime,
     ) -> Result<Submitted, EngineError> {
         match self.begin_submit(request, now)? {
-            Begin::Duplicate { idx, .. } => Ok(Submitted {
-                order: order_to_proto(&self.orders[idx]),
+            Begin::Duplicate { order, .. } => Ok(Submitted {
+                order,
                 duplicate: true,
             }),
-            Begin::Rejected { idx } => Ok(Submitted {
-                order: order_to_proto(&self.orders[idx]),
+            Begin::Rejected { order, .. } => Ok(Submitted {
+                order,
                 duplicate: false,
             }),
             Begin::New { idx, .. } => {
@@ -789,6 +876,7 @@ impl Engine {
         if self.orders[idx].status.is_terminal() {
             self.set_open(idx, false);
             self.arriving.remove(&idx);
+            self.finished.push_back((idx, now));
         }
         if let OrderEvent::Fill(fill) = event {
             self.book_fill(idx, fill);
@@ -849,10 +937,48 @@ impl Engine {
             .balances
             .entry((account, fill.fee_asset.clone()))
             .or_default() -= fill.fee;
-        self.fills.push(FillRecord {
+        let at = self.fills.push(FillRecord {
             order: idx,
             fill: fill.clone(),
         });
+        if let Some(held) = self.orders.get_mut(idx) {
+            held.fills.push(at);
+        }
+    }
+
+    /// Forgets the finished orders beyond [`Retention::finished_orders`], oldest finished
+    /// first, keeping only the key of each `(account, client_order_id)` (see [`history`]).
+    /// Runs when an order is accepted, live and in replay, with that order's time.
+    fn forget_finished(&mut self, now: SystemTime) {
+        while self.finished.len() > self.retention.finished_orders {
+            let Some(&(idx, finished)) = self.finished.front() else {
+                break;
+            };
+            if self.in_flight.contains_key(&idx) {
+                // Canceled before the venue answered: the answer still needs the order;
+                // it is forgotten at a later accept.
+                break;
+            }
+            self.finished.pop_front();
+            let Some(held) = self.orders.take(idx) else {
+                continue;
+            };
+            let Held { order, fills } = *held;
+            for at in fills {
+                self.fills.take(at);
+            }
+            self.by_id.remove(order.order_id.as_str());
+            let (account, client_order_id) = (order.request.account, order.request.client_order_id);
+            self.venue
+                .forget(account.as_str(), client_order_id.as_str());
+            let key = self
+                .forgotten
+                .key(account.as_str(), client_order_id.as_str());
+            self.forgotten.insert(key, idx, finished);
+            self.by_client.remove(&(account, client_order_id));
+        }
+        self.forgotten
+            .expire(now, self.retention.idempotency_window);
     }
 
     fn publish(
@@ -904,9 +1030,9 @@ impl Engine {
         Ok(order_to_proto(&self.orders[self.find(account, by)?]))
     }
 
-    /// The order at `idx` (from a [`Begin`]).
-    pub fn order_at(&self, idx: usize) -> v1::Order {
-        order_to_proto(&self.orders[idx])
+    /// The order at `idx` (from a [`Begin`]), unless it has finished and been forgotten.
+    pub fn order_at(&self, idx: usize) -> Option<v1::Order> {
+        self.orders.get(idx).map(|held| order_to_proto(&held.order))
     }
 
     /// Requests the cancel of one working order. Returns the order and, when the venue
@@ -959,7 +1085,11 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Transition`] if the state machine refuses (a bug).
     pub fn confirm_cancel(&mut self, idx: usize, now: SystemTime) -> Result<(), EngineError> {
-        if self.orders[idx].status != OrderStatus::PendingCancel {
+        // A forgotten order finished long ago: nothing to confirm.
+        let Some(held) = self.orders.get(idx) else {
+            return Ok(());
+        };
+        if held.order.status != OrderStatus::PendingCancel {
             return Ok(());
         }
         let vid = self.orders[idx].venue_order_id.clone();
@@ -1142,7 +1272,7 @@ impl Engine {
     ) -> Result<(Vec<v1::Order>, String), EngineError> {
         let start = page_start(&q.page_token, self.orders.len())?;
         Ok(page(start, q.page_size, |i| {
-            let o = &self.orders[i];
+            let o = &self.orders.get(i)?.order;
             let keep = o.request.account.as_str() == q.account
                 && (q.symbol.is_empty() || o.request.symbol.as_str() == q.symbol)
                 && (!filter.open_only || o.status.is_open())
@@ -1159,8 +1289,8 @@ impl Engine {
     pub fn trades(&self, q: &PageQuery) -> Result<(Vec<v1::Fill>, String), EngineError> {
         let start = page_start(&q.page_token, self.fills.len())?;
         Ok(page(start, q.page_size, |i| {
-            let FillRecord { order, fill } = &self.fills[i];
-            let o = &self.orders[*order];
+            let FillRecord { order, fill } = self.fills.get(i)?;
+            let o = &self.orders.get(*order)?.order;
             let keep = o.request.account.as_str() == q.account
                 && (q.symbol.is_empty() || o.request.symbol.as_str() == q.symbol)
                 && in_range(fill.executed_at, q);
@@ -1437,18 +1567,17 @@ impl Engine {
             let idx = self.orders.len();
             let key = (request.account.clone(), request.client_order_id.clone());
             self.ensure_account(request.account.as_str());
+            self.forget_finished(now);
             self.sequence = u.sequence;
             let created = order
                 .created_at
                 .as_ref()
                 .and_then(convert::system_time)
                 .unwrap_or(now);
-            self.orders.push(Box::new(Order::new(
-                order_id.clone(),
-                request,
-                created,
-                u.sequence,
-            )));
+            self.orders.push(Box::new(Held {
+                order: Order::new(order_id.clone(), request, created, u.sequence),
+                fills: Vec::new(),
+            }));
             self.by_id.insert(order_id.to_string(), idx);
             self.by_client.insert(key, idx);
             self.set_open(idx, true);
@@ -1504,7 +1633,8 @@ impl Engine {
         let orders: Vec<String> = self
             .orders
             .iter()
-            .map(|o| {
+            .map(|held| {
+                let o = &held.order;
                 format!(
                     "{}|{:?}|{}|{}|{}|{}|{}|{}",
                     o.order_id,
@@ -1525,13 +1655,15 @@ impl Engine {
             .collect();
         risk.sort();
         format!(
-            "seq={} lsn={}\norders={orders:?}\npositions={:?}\nbalances={:?}\nfills={}\nopen={:?}\nrisk={risk:?}",
+            "seq={} lsn={}\norders={orders:?}\npositions={:?}\nbalances={:?}\nfills={} held {}\nopen={:?}\nfinished={:?}\nrisk={risk:?}",
             self.sequence,
             self.lsn,
             self.positions,
             self.balances,
             self.fills.len(),
+            self.fills.iter().count(),
             self.open,
+            self.finished,
         )
     }
 }

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub audit_read_back: IntCounter,
     /// Failed writes to the audit sink (each retried from the journal).
     pub audit_write_failures: IntCounter,
+    /// Finished orders held whole in memory (`shard.retain_finished_orders`).
+    pub finished_orders_held: IntGauge,
+    /// Client order ids of forgotten orders still refused (`shard.idempotency_window_secs`).
+    pub forgotten_client_order_ids: IntGauge,
 }
 
 #[allow(clippy::expect_used)]
@@ -106,6 +110,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Failed writes to the audit sink; each is retried from the journal",
     )
     .expect("static metric"),
+    finished_orders_held: IntGauge::new(
+        "executor_finished_orders_held",
+        "Finished orders held whole in memory; older ones are forgotten beyond \
+         shard.retain_finished_orders",
+    )
+    .expect("static metric"),
+    forgotten_client_order_ids: IntGauge::new(
+        "executor_forgotten_client_order_ids",
+        "Client order ids of forgotten orders still refused, until \
+         shard.idempotency_window_secs after their order finished",
+    )
+    .expect("static metric"),
 });
 
 /// The metrics of this process.
@@ -127,6 +143,8 @@ pub fn register(registry: &Registry) {
         Box::new(m.audit_queue.clone()),
         Box::new(m.audit_read_back.clone()),
         Box::new(m.audit_write_failures.clone()),
+        Box::new(m.finished_orders_held.clone()),
+        Box::new(m.forgotten_client_order_ids.clone()),
     ];
     for c in collectors {
         // Only a duplicate name fails, which a fresh registry never has.

@@ -100,6 +100,15 @@ pub fn into_status(e: impl Into<ShardError>) -> Status {
                 ("differing_fields", fields.join(",")),
             ],
         ),
+        EngineError::ClientOrderIdUsed {
+            client_order_id,
+            order_id,
+        } => error(
+            Code::AlreadyExists,
+            Reason::ClientOrderIdUsed,
+            message,
+            [("client_order_id", client_order_id), ("order_id", order_id)],
+        ),
         EngineError::CursorTooOld { oldest, .. } => error(
             Code::OutOfRange,
             Reason::InvalidCursor,

@@ -149,7 +149,8 @@ impl Shard {
             config.paper.ledger_path.clone()
         };
         let venue = PaperVenue::open(&config.shard.id, config.paper.clone(), Some(&ledger))?;
-        let mut engine = Engine::new(config.shard.id.clone(), &config.paper, &config.risk, venue);
+        let mut engine = Engine::new(config.shard.id.clone(), &config.paper, &config.risk, venue)
+            .with_retention(config.shard.retention());
         let updates = Arc::new(Updates::new(
             config.shard.updates_retained,
             Some(dir.clone()),
@@ -346,21 +347,28 @@ impl Shard {
         ticket: Ticket,
     ) -> Result<Submitted, ShardError> {
         match begin {
-            Begin::Duplicate { idx, in_flight } => {
-                if let Some(mut done) = in_flight {
-                    // The original is with the venue: the same outcome, once it is known.
-                    let _ = done.wait_for(|d| *d).await;
-                }
-                let order = self.read(|e| e.order_at(idx)).await?;
+            Begin::Duplicate {
+                idx,
+                order,
+                in_flight,
+            } => {
+                let order = match in_flight {
+                    Some(mut done) => {
+                        // The original is with the venue: the same outcome, once it is known.
+                        let _ = done.wait_for(|d| *d).await;
+                        self.read(|e| e.order_at(idx)).await?.unwrap_or(order)
+                    }
+                    None => order,
+                };
                 Ok(Submitted {
                     order,
                     duplicate: true,
                 })
             }
-            Begin::Rejected { idx } => {
+            Begin::Rejected { order, .. } => {
                 durable(ticket, "rejection").await?;
                 Ok(Submitted {
-                    order: self.lock().order_at(idx),
+                    order,
                     duplicate: false,
                 })
             }
@@ -452,8 +460,8 @@ impl Shard {
                         }
                     })
                     .map_err(ShardError::from),
-                (Ok(Begin::Rejected { idx }), _) => Ok(Submitted {
-                    order: self.lock().order_at(idx),
+                (Ok(Begin::Rejected { order, .. }), _) => Ok(Submitted {
+                    order,
                     duplicate: false,
                 }),
                 (Ok(begin), _) => self.clone().finish(begin, Ticket::ready()).await,
@@ -607,7 +615,16 @@ impl Shard {
                 () = tokio::time::sleep(every) => {}
                 () = shutdown.wait() => return,
             }
-            match self.mutate_queued(|e| e.reconcile(SystemTime::now(), false)) {
+            let reconciled = self.mutate_queued(|e| {
+                let (held, forgotten) = e.history_held();
+                let m = crate::metrics::get();
+                m.finished_orders_held
+                    .set(i64::try_from(held).unwrap_or(i64::MAX));
+                m.forgotten_client_order_ids
+                    .set(i64::try_from(forgotten).unwrap_or(i64::MAX));
+                e.reconcile(SystemTime::now(), false)
+            });
+            match reconciled {
                 Ok(n) if n > 0 => tracing::info!(orders = n, "reconciled with the venue"),
                 Ok(_) => {}
                 Err(_) => return,

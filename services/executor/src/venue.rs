@@ -397,6 +397,24 @@ impl PaperVenue {
             .get(&(account.to_owned(), client_order_id.to_owned()))
     }
 
+    /// Drops what the venue remembers of a finished order the executor has forgotten
+    /// (reconciliation never asks about it again). The ledger file keeps it.
+    pub fn forget(&mut self, account: &str, client_order_id: &str) {
+        if let Some(record) = self
+            .records
+            .remove(&(account.to_owned(), client_order_id.to_owned()))
+        {
+            for id in &record.venue_order_ids {
+                self.by_venue_id.remove(id);
+            }
+        }
+    }
+
+    /// Orders the venue remembers.
+    pub fn remembered(&self) -> usize {
+        self.records.len()
+    }
+
     /// Makes sure later trade ids do not collide with `trade_id` (seen in the journal).
     pub fn observe_trade_id(&mut self, trade_id: &str) {
         let n = trade_id

@@ -5,6 +5,11 @@
 //! - every order ends terminal (or is resolved by reconciliation);
 //! - the audit trail's hash chain verifies.
 //!
+//! A third run keeps no finished order in memory (`shard.retain_finished_orders = 0`):
+//! retries of forgotten orders must be refused with `CLIENT_ORDER_ID_USED` naming the
+//! first order, never sent again; its counts come from the journal, since the executor no
+//! longer lists forgotten orders.
+//!
 //! `EXECBRIDGE_CRASH_ROUNDS` sets the number of kills (default 20; 100 for the long run),
 //! `EXECBRIDGE_CRASH_ORDERS` the batch size (default 10,000).
 
@@ -39,8 +44,20 @@ struct Executor {
     child: Child,
 }
 
-fn start_executor(dir: &Path, listen: SocketAddr, marketdata: &str) -> Executor {
-    let child = Command::new(env!("CARGO_BIN_EXE_execbridge-executor"))
+fn start_executor(
+    dir: &Path,
+    listen: SocketAddr,
+    marketdata: &str,
+    retain: Option<usize>,
+) -> Executor {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_execbridge-executor"));
+    if let Some(retain) = retain {
+        command.env(
+            "EXECBRIDGE_EXECUTOR_SHARD__RETAIN_FINISHED_ORDERS",
+            retain.to_string(),
+        );
+    }
+    let child = command
         .env("EXECBRIDGE_EXECUTOR_SERVER__LISTEN", listen.to_string())
         .env(
             "EXECBRIDGE_EXECUTOR_SERVER__ADMIN_LISTEN",
@@ -104,17 +121,107 @@ async fn all_orders(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_batch_loses_no_acknowledged_order_and_sends_none_twice() {
-    crash_rounds(1).await;
+    crash_rounds(1, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_batched_submits_loses_no_acknowledged_order_and_sends_none_twice() {
-    crash_rounds(25).await;
+    crash_rounds(25, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_finished_orders_are_forgotten_still_sends_none_twice() {
+    crash_rounds(5, Some(0)).await;
+}
+
+/// The order a refused retry names, when its first order was forgotten.
+fn forgotten(error: &v1::OrderError) -> Option<String> {
+    (error.reason == "CLIENT_ORDER_ID_USED")
+        .then(|| error.metadata.get("order_id").cloned())
+        .flatten()
+}
+
+/// Per client order id, how many orders the journal accepted; per final status, how many
+/// orders; and how many are not terminal.
+fn journal_counts(dir: &Path) -> (HashMap<String, usize>, BTreeMap<String, usize>, usize) {
+    let updates = execbridge_executor::journal::read_updates(dir, 1, u64::MAX).unwrap();
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    let mut last: HashMap<String, i32> = HashMap::new();
+    for u in updates {
+        let order = u.order.as_ref().unwrap();
+        if u.event == v1::OrderEventType::Accepted as i32 {
+            *accepted
+                .entry(order.request.clone().unwrap().client_order_id)
+                .or_insert(0) += 1;
+        }
+        last.insert(order.order_id.clone(), order.status);
+    }
+    let mut statuses = BTreeMap::new();
+    let mut open = 0;
+    for status in last.into_values() {
+        let status = v1::OrderStatus::try_from(status).unwrap();
+        *statuses
+            .entry(
+                status
+                    .as_str_name()
+                    .trim_start_matches("ORDER_STATUS_")
+                    .to_owned(),
+            )
+            .or_insert(0) += 1;
+        open += usize::from(!terminal(status));
+    }
+    (accepted, statuses, open)
+}
+
+/// [`journal_counts`] read through `ListOrders`, with reject reasons.
+async fn listed_counts(
+    listen: SocketAddr,
+) -> (HashMap<String, usize>, BTreeMap<String, usize>, usize) {
+    let mut client = connect(listen).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut open = 0;
+    for a in 0..ACCOUNTS {
+        let account = format!("acct-{a}");
+        for o in all_orders(&mut client, &account, false).await {
+            *seen
+                .entry(o.request.clone().unwrap().client_order_id)
+                .or_insert(0) += 1;
+            let status = v1::OrderStatus::try_from(o.status).unwrap();
+            let reason = v1::RejectReason::try_from(o.reject_reason)
+                .map(|r| {
+                    r.as_str_name()
+                        .trim_start_matches("REJECT_REASON_")
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            let name = status.as_str_name().trim_start_matches("ORDER_STATUS_");
+            let key = if reason == "UNSPECIFIED" {
+                name.to_owned()
+            } else {
+                format!("{name}/{reason}")
+            };
+            *statuses.entry(key).or_insert(0) += 1;
+            open += usize::from(!terminal(status));
+        }
+    }
+    (seen, statuses, open)
+}
+
+fn terminal(status: v1::OrderStatus) -> bool {
+    matches!(
+        status,
+        v1::OrderStatus::Filled
+            | v1::OrderStatus::Canceled
+            | v1::OrderStatus::Rejected
+            | v1::OrderStatus::Expired
+    )
 }
 
 /// Submits the orders `per_call` at a time (1: `SubmitOrder`; more: `SubmitOrderBatch`)
-/// from 32 workers while the executor is killed and restarted.
-async fn crash_rounds(per_call: usize) {
+/// from 32 workers while the executor is killed and restarted; `retain` sets
+/// `shard.retain_finished_orders`.
+async fn crash_rounds(per_call: usize, retain: Option<usize>) {
     let rounds = env_or("EXECBRIDGE_CRASH_ROUNDS", 20);
     let total = env_or("EXECBRIDGE_CRASH_ORDERS", 10_000);
     let mut md = MarketdataConfig {
@@ -125,7 +232,7 @@ async fn crash_rounds(per_call: usize) {
     let marketdata = Running::start(md.server.listen, |s| execbridge_marketdata::run(md, s)).await;
     let dir = tempfile::tempdir().unwrap();
     let listen = free_addr();
-    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint());
+    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint(), retain);
     wait_serving(listen, Duration::from_secs(30)).await;
 
     // Kill points: after this many acknowledgements (random, spread over the batch).
@@ -144,17 +251,19 @@ async fn crash_rounds(per_call: usize) {
     let duplicates = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let mismatched = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let client = connect(listen).await;
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..32 {
-        let (queue, acked, acked_count, duplicates, failures, mismatched) = (
+        let (queue, acked, acked_count, duplicates, failures, mismatched, refused) = (
             queue.clone(),
             acked.clone(),
             acked_count.clone(),
             duplicates.clone(),
             failures.clone(),
             mismatched.clone(),
+            refused.clone(),
         );
         let mut client = client.clone();
         workers.push(tokio::spawn(async move {
@@ -171,8 +280,11 @@ async fn crash_rounds(per_call: usize) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
-                // Each order's outcome: its order, or None when unknown (a kill).
-                let outcomes: Vec<Option<v1::Order>> = if per_call == 1 {
+                // Each order's outcome: the id of its order (from the order, or from the
+                // refusal of a retry whose order was forgotten), or None when unknown (a
+                // kill).
+                let known = |o: v1::Order| Some(o.order_id);
+                let outcomes: Vec<Option<String>> = if per_call == 1 {
                     let result = client
                         .submit_order(internal::SubmitOrderRequest {
                             caller: None,
@@ -181,13 +293,20 @@ async fn crash_rounds(per_call: usize) {
                             }),
                         })
                         .await;
-                    vec![result.ok().map(|r| {
-                        let r = r.into_inner().response.unwrap();
-                        if r.duplicate {
-                            duplicates.fetch_add(1, Ordering::SeqCst);
+                    vec![match result {
+                        Ok(r) => {
+                            let r = r.into_inner().response.unwrap();
+                            if r.duplicate {
+                                duplicates.fetch_add(1, Ordering::SeqCst);
+                            }
+                            known(r.order.unwrap())
                         }
-                        r.order.unwrap()
-                    })]
+                        Err(status) => {
+                            let id = forgotten(&execbridge_api::status::to_order_error(&status));
+                            refused.fetch_add(usize::from(id.is_some()), Ordering::SeqCst);
+                            id
+                        }
+                    }]
                 } else {
                     let result = client
                         .submit_order_batch(internal::SubmitOrderBatchRequest {
@@ -208,8 +327,16 @@ async fn crash_rounds(per_call: usize) {
                                         duplicates.fetch_add(1, Ordering::SeqCst);
                                     }
                                     match r.outcome {
-                                        Some(v1::order_result::Outcome::Order(o)) => Some(o),
-                                        _ => None,
+                                        Some(v1::order_result::Outcome::Order(o)) => known(o),
+                                        Some(v1::order_result::Outcome::Error(e)) => {
+                                            let id = forgotten(&e);
+                                            refused.fetch_add(
+                                                usize::from(id.is_some()),
+                                                Ordering::SeqCst,
+                                            );
+                                            id
+                                        }
+                                        None => None,
                                     }
                                 })
                                 .collect()
@@ -220,12 +347,11 @@ async fn crash_rounds(per_call: usize) {
                 let mut retry = Vec::new();
                 for (i, outcome) in taken.into_iter().zip(outcomes) {
                     match outcome {
-                        Some(o) => {
+                        Some(order_id) => {
                             let mut acked = acked.lock().unwrap();
-                            match acked
-                                .insert(o.request.unwrap().client_order_id, o.order_id.clone())
-                            {
-                                Some(previous) if previous != o.order_id => {
+                            let client_order_id = order(i).client_order_id;
+                            match acked.insert(client_order_id, order_id.clone()) {
+                                Some(previous) if previous != order_id => {
                                     mismatched.fetch_add(1, Ordering::SeqCst);
                                 }
                                 Some(_) => {}
@@ -254,7 +380,7 @@ async fn crash_rounds(per_call: usize) {
         executor.child.kill().expect("SIGKILL");
         let _ = executor.child.wait();
         kills += 1;
-        executor = start_executor(dir.path(), listen, &marketdata.endpoint());
+        executor = start_executor(dir.path(), listen, &marketdata.endpoint(), retain);
         wait_serving(listen, Duration::from_secs(60)).await;
     }
     for w in workers {
@@ -266,47 +392,15 @@ async fn crash_rounds(per_call: usize) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     executor.child.kill().unwrap();
     let _ = executor.child.wait();
-    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint());
+    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint(), retain);
     wait_serving(listen, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut client = connect(listen).await;
     let acked = acked.lock().unwrap().clone();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    let mut open = 0;
-    for a in 0..ACCOUNTS {
-        let account = format!("acct-{a}");
-        for o in all_orders(&mut client, &account, false).await {
-            *seen
-                .entry(o.request.clone().unwrap().client_order_id)
-                .or_insert(0) += 1;
-            let status = v1::OrderStatus::try_from(o.status).unwrap();
-            let reason = v1::RejectReason::try_from(o.reject_reason)
-                .map(|r| {
-                    r.as_str_name()
-                        .trim_start_matches("REJECT_REASON_")
-                        .to_owned()
-                })
-                .unwrap_or_default();
-            let name = status.as_str_name().trim_start_matches("ORDER_STATUS_");
-            let key = if reason == "UNSPECIFIED" {
-                name.to_owned()
-            } else {
-                format!("{name}/{reason}")
-            };
-            *statuses.entry(key).or_insert(0) += 1;
-            if !matches!(
-                status,
-                v1::OrderStatus::Filled
-                    | v1::OrderStatus::Canceled
-                    | v1::OrderStatus::Rejected
-                    | v1::OrderStatus::Expired
-            ) {
-                open += 1;
-            }
-        }
-    }
+    let (seen, statuses, open) = match retain {
+        Some(_) => journal_counts(dir.path()),
+        None => listed_counts(listen).await,
+    };
     let venue =
         execbridge_executor::venue::count_venue_orders(&dir.path().join("paper-venue.jsonl"))
             .expect("the venue ledger");
@@ -322,8 +416,8 @@ async fn crash_rounds(per_call: usize) {
     .expect("the audit trail reads");
     println!(
         "crash test ({}): {kills} kill -9 rounds, {total} orders in {:.1}s; acknowledged {} \
-         (of which {} answered as duplicates after a retry), {} submissions failed by a kill and \
-         were retried; orders in the executor {}; venue orders {venue_orders} (max {max_per_id} \
+         (of which {} answered as duplicates after a retry, {} refused as forgotten), {} \
+         submissions failed by a kill and were retried; orders in the executor{} {}; venue orders {venue_orders} (max {max_per_id} \
          per client_order_id); statuses {statuses:?}; not terminal {open}; audit entries {} \
          ({})",
         if per_call == 1 {
@@ -334,7 +428,12 @@ async fn crash_rounds(per_call: usize) {
         batch_time.as_secs_f64(),
         acked.len(),
         duplicates.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
         failures.load(Ordering::SeqCst),
+        match retain {
+            Some(n) => format!(" (its journal; {n} finished orders retained in memory)"),
+            None => String::new(),
+        },
         seen.len(),
         audit.entries,
         if audit.first_bad.is_none() {

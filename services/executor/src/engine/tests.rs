@@ -266,7 +266,7 @@ fn without_a_price_the_order_is_rejected_with_a_reason() {
 }
 
 fn replayed(live: &mut Engine) -> Engine {
-    let mut copy = Engine::in_memory("s0", PaperConfig::default());
+    let mut copy = Engine::in_memory("s0", PaperConfig::default()).with_retention(live.retention);
     for entry in live.take_outbox() {
         let record = JournalRecord {
             lsn: entry.lsn,
@@ -305,6 +305,131 @@ fn replaying_the_records_rebuilds_the_same_state() {
         copy.positions("acct", "").0[0].quantity,
         e.positions("acct", "").0[0].quantity
     );
+}
+
+fn retaining(finished_orders: usize) -> Engine {
+    let mut e = Engine::in_memory("s0", PaperConfig::default()).with_retention(Retention {
+        finished_orders,
+        idempotency_window: Duration::from_secs(60),
+    });
+    e.on_quote("paper", "BTC-USDT", Quote::around(d("100")), now());
+    e
+}
+
+#[test]
+fn finished_orders_beyond_the_retention_are_forgotten_with_their_fills_and_venue_records() {
+    let mut e = retaining(2);
+    for i in 1..=5 {
+        let done = e
+            .submit(market(&format!("m{i}"), Side::Buy), now())
+            .unwrap();
+        assert_eq!(done.order.status, PbStatus::Filled as i32);
+    }
+    // Forgetting runs at each accept: before m5 was accepted, m1 and m2 went; m5 finished
+    // after it.
+    assert_eq!(e.history_held(), (3, 2));
+    for gone in ["m1", "m2"] {
+        assert!(matches!(
+            e.get("acct", &OrderRef::ClientOrderId(gone.into())),
+            Err(EngineError::NotFound(_))
+        ));
+    }
+    assert!(matches!(
+        e.get("acct", &OrderRef::OrderId("s0-1".into())),
+        Err(EngineError::NotFound(_))
+    ));
+    let (orders, next) = e.list(&query(10), &OrderFilter::default()).unwrap();
+    let ids: Vec<_> = orders.iter().map(|o| o.order_id.as_str()).collect();
+    assert_eq!((ids, next.as_str()), (vec!["s0-5", "s0-4", "s0-3"], ""));
+    let (fills, _) = e.trades(&query(10)).unwrap();
+    assert_eq!(
+        fills.len(),
+        3,
+        "the forgotten orders' fills are gone, the others stay"
+    );
+    assert_eq!(e.venue.remembered(), 3);
+    // What was forgotten changed no position: five fills of 2 each.
+    assert_eq!(e.positions("acct", "").0[0].quantity, "10");
+    // Pages still walk over the holes the forgotten orders left.
+    let (first, token) = e.list(&query(2), &OrderFilter::default()).unwrap();
+    assert_eq!(first.len(), 2);
+    let (rest, end) = e
+        .list(
+            &PageQuery {
+                page_token: token,
+                ..query(2)
+            },
+            &OrderFilter::default(),
+        )
+        .unwrap();
+    assert_eq!((rest.len(), end.as_str()), (1, ""));
+}
+
+#[test]
+fn a_forgotten_orders_client_order_id_is_refused_within_the_window_and_free_after_it() {
+    let mut e = retaining(0);
+    e.submit(market("m1", Side::Buy), now()).unwrap();
+    e.submit(market("m2", Side::Buy), now()).unwrap();
+    assert_eq!(
+        e.history_held(),
+        (1, 1),
+        "m1 was forgotten when m2 was accepted"
+    );
+    let sent_before = e.venue.remembered();
+    drain(&mut e);
+    match e.submit(market("m1", Side::Buy), now() + Duration::from_secs(59)) {
+        Err(EngineError::ClientOrderIdUsed {
+            client_order_id,
+            order_id,
+        }) => assert_eq!(
+            (client_order_id.as_str(), order_id.as_str()),
+            ("m1", "s0-1")
+        ),
+        other => panic!("expected ClientOrderIdUsed, got {other:?}"),
+    }
+    // A refusal changes nothing: no record, no venue order.
+    assert!(drain(&mut e).is_empty());
+    assert_eq!(e.venue.remembered(), sent_before);
+    // Once the window has passed since m1 finished, the id is free for a new order.
+    let again = e
+        .submit(market("m1", Side::Buy), now() + Duration::from_secs(60))
+        .unwrap();
+    assert!(!again.duplicate);
+    assert_eq!(again.order.order_id, "s0-3");
+}
+
+#[test]
+fn working_orders_are_never_forgotten_however_many_orders_finish_after_them() {
+    let mut e = retaining(0);
+    let resting = e
+        .submit(
+            request("rest", Side::Buy, OrderType::Limit, Some("50")),
+            now(),
+        )
+        .unwrap();
+    assert_eq!(resting.order.status, PbStatus::New as i32);
+    for i in 0..20 {
+        e.submit(market(&format!("m{i}"), Side::Buy), now())
+            .unwrap();
+    }
+    let held = e
+        .get("acct", &OrderRef::ClientOrderId("rest".into()))
+        .unwrap();
+    assert_eq!(held.status, PbStatus::New as i32);
+    let repeat = e
+        .submit(
+            request("rest", Side::Buy, OrderType::Limit, Some("50")),
+            now(),
+        )
+        .unwrap();
+    assert!(
+        repeat.duplicate,
+        "a working order's id answers with the order itself"
+    );
+    // Only the newest finished order is held; the working one pins nothing else.
+    assert_eq!(e.history_held(), (1, 19));
+    let copy = replayed(&mut e);
+    assert_eq!(copy.digest(), e.digest());
 }
 
 #[test]
@@ -396,7 +521,7 @@ fn fill_latency_defers_the_arrival_match() {
     assert_eq!(outcome.order.status, PbStatus::New as i32);
     assert!(outcome.arrival.is_some());
     e.arrive(idx, now());
-    assert_eq!(e.order_at(idx).status, PbStatus::Filled as i32);
+    assert_eq!(e.order_at(idx).unwrap().status, PbStatus::Filled as i32);
 }
 
 mod properties {
@@ -426,40 +551,30 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn replaying_the_journal_gives_the_state_of_the_live_run(ops in prop::collection::vec(op(), 1..60)) {
+        fn replaying_the_journal_gives_the_state_of_the_live_run(ops in prop::collection::vec(op(), 1..60), retain in 0usize..6) {
             let mut paper = PaperConfig::default();
             paper.depth.displayed_size = true;
             paper.depth.synthetic_levels = 2;
-            let mut e = Engine::in_memory("s0", paper);
+            let mut e = Engine::in_memory("s0", paper.clone());
+            // The same flow on an engine that forgets all but `retain` finished orders.
+            let mut f = Engine::in_memory("s0", paper).with_retention(Retention {
+                finished_orders: retain,
+                idempotency_window: Duration::from_secs(60),
+            });
             let book = |mid: u32| Quote::around(Decimal::from(mid));
+            f.on_top_of_book("paper", "BTC-USDT", book(100), (Some(d("0.2")), Some(d("0.2"))), now());
             e.on_top_of_book("paper", "BTC-USDT", book(100), (Some(d("0.2")), Some(d("0.2"))), now());
-            let mut n = 0;
-            for op in ops {
-                n += 1;
-                let id = format!("o{n}");
-                let side = |b: bool| if b { Side::Buy } else { Side::Sell };
-                let qty = |q: u32| Quantity::new_checked(Decimal::new(q.into(), 2)).unwrap();
-                match op {
-                    Op::Market(b, q) => {
-                        let mut r = market(&id, side(b));
-                        r.quantity = qty(q);
-                        e.submit(r, now()).unwrap();
-                    }
-                    Op::Limit(b, q, p) => {
-                        let mut r = request(&id, side(b), OrderType::Limit, Some(&p.to_string()));
-                        r.quantity = qty(q);
-                        e.submit(r, now()).unwrap();
-                    }
-                    Op::Quote(mid) => e.on_top_of_book("paper", "BTC-USDT", book(mid), (Some(d("0.3")), Some(d("0.3"))), now()),
-                    Op::Cancel(i) => { let _ = e.cancel("acct", &OrderRef::ClientOrderId(format!("o{i}")), now()); }
-                    Op::Halt(h) => {
-                        let state = if h { TradingState::ReduceOnly } else { TradingState::Active };
-                        e.set_trading_state("acct", "", state, &Actor::default(), now());
-                    }
+            for (n, op) in ops.into_iter().enumerate() {
+                for e in [&mut e, &mut f] {
+                    apply_op(e, op.clone(), n + 1);
                 }
             }
             let copy = replayed(&mut e);
             prop_assert_eq!(copy.digest(), e.digest());
+            let copy = replayed(&mut f);
+            prop_assert_eq!(copy.digest(), f.digest());
+            // Forgetting finished orders changes no position and no balance.
+            prop_assert_eq!(f.positions("acct", ""), e.positions("acct", ""));
             // Positions equal the sum of the fills.
             let (fills, _) = e.trades(&query(1000)).unwrap();
             let net: Decimal = fills.iter().map(|f| {
@@ -468,6 +583,43 @@ mod properties {
             }).sum();
             let position = e.positions("acct", "").0.first().map_or(Decimal::ZERO, |p| p.quantity.parse().unwrap());
             prop_assert_eq!(position, net);
+        }
+    }
+
+    fn apply_op(e: &mut Engine, op: Op, n: usize) {
+        let book = |mid: u32| Quote::around(Decimal::from(mid));
+        let id = format!("o{n}");
+        let side = |b: bool| if b { Side::Buy } else { Side::Sell };
+        let qty = |q: u32| Quantity::new_checked(Decimal::new(q.into(), 2)).unwrap();
+        match op {
+            Op::Market(b, q) => {
+                let mut r = market(&id, side(b));
+                r.quantity = qty(q);
+                e.submit(r, now()).unwrap();
+            }
+            Op::Limit(b, q, p) => {
+                let mut r = request(&id, side(b), OrderType::Limit, Some(&p.to_string()));
+                r.quantity = qty(q);
+                e.submit(r, now()).unwrap();
+            }
+            Op::Quote(mid) => e.on_top_of_book(
+                "paper",
+                "BTC-USDT",
+                book(mid),
+                (Some(d("0.3")), Some(d("0.3"))),
+                now(),
+            ),
+            Op::Cancel(i) => {
+                let _ = e.cancel("acct", &OrderRef::ClientOrderId(format!("o{i}")), now());
+            }
+            Op::Halt(h) => {
+                let state = if h {
+                    TradingState::ReduceOnly
+                } else {
+                    TradingState::Active
+                };
+                e.set_trading_state("acct", "", state, &Actor::default(), now());
+            }
         }
     }
 }
