@@ -156,8 +156,6 @@ pub enum Begin {
     },
     /// Rejected by risk (journaled as accepted then rejected); no venue involved.
     Rejected {
-        /// The order.
-        idx: usize,
         /// The rejected order, final.
         order: v1::Order,
     },
@@ -569,7 +567,7 @@ impl Engine {
         let idx = self.orders.len();
         let order_id = OrderId::new_checked(format!("{}-{}", self.shard, idx + 1))
             .map_err(|e| EngineError::Internal(format!("order id: {e}")))?;
-        self.forget_finished(now);
+        self.forget_finished();
         self.sequence += 1;
         let order = Order::new(order_id.clone(), request, now, self.sequence);
         self.by_id.insert(order_id.to_string(), idx);
@@ -588,7 +586,6 @@ impl Engine {
             };
             self.apply(idx, &event, v1::OrderEventType::Rejected, now)?;
             return Ok(Begin::Rejected {
-                idx,
                 order: order_to_proto(&self.orders[idx]),
             });
         }
@@ -948,8 +945,9 @@ impl Engine {
 
     /// Forgets the finished orders beyond [`Retention::finished_orders`], oldest finished
     /// first, keeping only the key of each `(account, client_order_id)` (see [`history`]).
-    /// Runs when an order is accepted, live and in replay, with that order's time.
-    fn forget_finished(&mut self, now: SystemTime) {
+    /// Runs when an order is accepted, live and in replay, after the keys whose window
+    /// passed by that order's time were dropped.
+    fn forget_finished(&mut self) {
         while self.finished.len() > self.retention.finished_orders {
             let Some(&(idx, finished)) = self.finished.front() else {
                 break;
@@ -977,8 +975,6 @@ impl Engine {
             self.forgotten.insert(key, idx, finished);
             self.by_client.remove(&(account, client_order_id));
         }
-        self.forgotten
-            .expire(now, self.retention.idempotency_window);
     }
 
     fn publish(
@@ -1092,7 +1088,7 @@ impl Engine {
         if held.order.status != OrderStatus::PendingCancel {
             return Ok(());
         }
-        let vid = self.orders[idx].venue_order_id.clone();
+        let vid = held.order.venue_order_id.clone();
         self.venue.finish(&vid, true);
         self.apply(
             idx,
@@ -1567,7 +1563,10 @@ impl Engine {
             let idx = self.orders.len();
             let key = (request.account.clone(), request.client_order_id.clone());
             self.ensure_account(request.account.as_str());
-            self.forget_finished(now);
+            // The live path dropped expired keys before checking the id (same time).
+            self.forgotten
+                .expire(now, self.retention.idempotency_window);
+            self.forget_finished();
             self.sequence = u.sequence;
             let created = order
                 .created_at

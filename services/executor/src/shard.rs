@@ -352,14 +352,13 @@ impl Shard {
                 order,
                 in_flight,
             } => {
-                let order = match in_flight {
-                    Some(mut done) => {
-                        // The original is with the venue: the same outcome, once it is known.
-                        let _ = done.wait_for(|d| *d).await;
-                        self.read(|e| e.order_at(idx)).await?.unwrap_or(order)
-                    }
-                    None => order,
-                };
+                if let Some(mut done) = in_flight {
+                    // The original is with the venue: the same outcome, once it is known.
+                    let _ = done.wait_for(|d| *d).await;
+                }
+                // Answered once what it reports is durable; the order as found when it
+                // has finished and been forgotten meanwhile.
+                let order = self.read(|e| e.order_at(idx)).await?.unwrap_or(order);
                 Ok(Submitted {
                     order,
                     duplicate: true,
