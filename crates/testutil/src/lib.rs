@@ -24,6 +24,41 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`), where
+/// outgoing connections take their source ports.
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A loopback address for a server that a test kills and starts again on the same port.
+///
+/// A port from [`free_addr`] lies in the ephemeral range: while the server is down, any
+/// outgoing connection on the machine may take it as its source port, and the restart
+/// cannot bind. This port lies below that range, where only an explicit bind takes one.
+///
+/// # Panics
+/// When no port below the ephemeral range can be bound.
+pub fn restartable_addr() -> SocketAddr {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let end = ephemeral_start();
+    let start = end.saturating_sub(10_000).max(1024);
+    let span = usize::from(end - start).max(1);
+    // Spread the processes and the calls within one process over the range.
+    let seed = std::process::id() as usize * 7919 + CALLS.fetch_add(1, Ordering::Relaxed) * 104_729;
+    for i in 0..span {
+        let port = start + u16::try_from((seed + i) % span).unwrap_or(0);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port))
+            && let Ok(addr) = listener.local_addr()
+        {
+            return addr;
+        }
+    }
+    panic!("no loopback port from {start} to {end} can be bound");
+}
+
 /// A server config on fresh loopback ports with a short grace period.
 pub fn server_config() -> ServerConfig {
     ServerConfig {
@@ -188,4 +223,18 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restartable_port_lies_below_the_ephemeral_range_and_differs_per_call() {
+        let (a, b) = (restartable_addr(), restartable_addr());
+        assert!(a.port() < ephemeral_start() && b.port() < ephemeral_start());
+        assert!(a.port() >= 1024);
+        assert_ne!(a, b);
+        TcpListener::bind(a).expect("the port is free to bind");
+    }
 }

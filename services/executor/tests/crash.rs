@@ -27,7 +27,7 @@ use execbridge_api::internal::v1 as internal;
 use execbridge_api::internal::v1::executor_service_client::ExecutorServiceClient;
 use execbridge_api::v1;
 use execbridge_marketdata::MarketdataConfig;
-use execbridge_testutil::{Running, free_addr, server_config, wait_serving};
+use execbridge_testutil::{Running, free_addr, restartable_addr, server_config, wait_serving};
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
@@ -231,7 +231,8 @@ async fn crash_rounds(per_call: usize, retain: Option<usize>) {
     md.feed.tick_interval_ms = 10;
     let marketdata = Running::start(md.server.listen, |s| execbridge_marketdata::run(md, s)).await;
     let dir = tempfile::tempdir().unwrap();
-    let listen = free_addr();
+    // Killed and restarted on this port many times.
+    let listen = restartable_addr();
     let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint(), retain);
     wait_serving(listen, Duration::from_secs(30)).await;
 
