@@ -142,6 +142,17 @@ def test_the_executors_history_retention_reaches_its_config() -> None:
     assert shard == {"retain_finished_orders": 2500000, "idempotency_window_secs": 7200}
 
 
+def test_the_executors_snapshot_interval_reaches_its_config() -> None:
+    def journal(*settings: str) -> dict:
+        objects = docs(render("none", *settings))
+        (config,) = [c["data"]["executor.toml"] for c in by_kind(objects, "ConfigMap") if "executor.toml" in c["data"]]
+        return tomllib.loads(config)["journal"]
+
+    assert journal()["snapshot_every_records"] == 1000000
+    assert journal("executor.journal.snapshotEveryRecords=25000000")["snapshot_every_records"] == 25000000
+    assert journal("executor.journal.snapshotEveryRecords=0")["snapshot_every_records"] == 0
+
+
 @pytest.mark.parametrize("setting", ["executor.audit.persistence.enabled=false", "executor.audit.sink=none"])
 def test_without_an_sqlite_audit_volume_no_claim_is_made_and_the_default_path_stands(setting: str) -> None:
     claims, mounts, audit = executor_audit(docs(render("none", setting)))

@@ -18,6 +18,7 @@ BAD_VALUES = [
     ("executor.audit.flushIntervalMs=20000", "flushIntervalMs"),
     ("executor.history.idempotencyWindowSecs=10", "idempotencyWindowSecs"),
     ("executor.history.retainFinishedOrders=-1", "retainFinishedOrders"),
+    ("executor.journal.snapshotEveryRecords=50", "snapshotEveryRecords"),
     ("image.pullPolicy=Sometimes", "pullPolicy"),
     ("image.digests.gateway=latest", "gateway"),
     ("gatewy.replicas=2", "gatewy"),

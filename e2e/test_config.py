@@ -130,6 +130,8 @@ def test_a_connection_limit_out_of_range_is_refused_and_named(
         # Too short an idempotency window would let a slow retry trade twice.
         ("executor", "shard.idempotency_window_secs", "5"),
         ("executor", "shard.retain_finished_orders", "1000000000"),
+        # A snapshot every few records would spend the executor rewriting its state.
+        ("executor", "journal.snapshot_every_records", "10"),
     ],
 )
 def test_a_service_limit_out_of_range_is_refused_and_named(service: str, key: str, value: str, tmp_path: Path) -> None:

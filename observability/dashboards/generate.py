@@ -352,6 +352,23 @@ def executor() -> dict[str, Any]:
                     ),
                 ],
             ),
+            panel(
+                "Snapshots: time to write one, journal segments deleted, failures",
+                [
+                    (
+                        f"histogram_quantile(0.99, sum by (le, instance) (rate(executor_snapshot_seconds_bucket{{{sel}}}[{RATE}])))",
+                        "p99 seconds {{instance}}",
+                    ),
+                    (
+                        f"sum by (instance) (increase(executor_journal_segments_deleted_total{{{sel}}}[1h]))",
+                        "segments deleted/h {{instance}}",
+                    ),
+                    (
+                        f"sum by (instance) (increase(executor_snapshot_failures_total{{{sel}}}[1h]))",
+                        "failures/h {{instance}}",
+                    ),
+                ],
+            ),
             row("Streams and market data"),
             panel(
                 "Order-update subscribers",

@@ -2,12 +2,14 @@
 //! 1. durable submit -> ack latency through the executor's gRPC API at a fixed rate;
 //! 2. throughput of concurrent submits with group commit (through gRPC, and straight into
 //!    the shard without gRPC);
-//! 3. journal replay of 1,000,000 events (the real start path: decode, CRC, engine apply).
+//! 3. journal replay of 1,000,000 events (the real start path: decode, CRC, engine apply);
+//! 4. a snapshot of that state: writing it, its size, and a start from it.
 //!
 //! `cargo bench -p execbridge-executor --bench executor`. Environment: `BENCH_RATE`
 //! (orders/s, default 1000), `BENCH_SECONDS` (default 5), `BENCH_BATCH` (orders, default
 //! 50,000), `BENCH_REPLAY_EVENTS` (default 1,000,000), `BENCH_DIR` (where journals go,
-//! default the system temp dir: put it on the disk you want measured).
+//! default the system temp dir: put it on the disk you want measured), `BENCH_AUDIT=none`
+//! (run the gRPC benchmarks without the audit trail, to see what it costs).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use execbridge_executor::engine::Engine;
 use execbridge_executor::journal::{self, AfterSync, Entry, Journal};
 use execbridge_executor::paper::Quote;
 use execbridge_executor::shard::Shard;
+use execbridge_executor::snapshot;
 use execbridge_marketdata::MarketdataConfig;
 use execbridge_testutil::{Running, resident_bytes, server_config};
 use hdrhistogram::Histogram;
@@ -84,6 +87,9 @@ async fn latency_and_throughput() {
     ex.marketdata.endpoint = marketdata.endpoint();
     ex.journal.dir = dir.path().to_owned();
     ex.log.level = "warn".into();
+    if std::env::var("BENCH_AUDIT").is_ok_and(|v| v == "none") {
+        ex.audit.sink = AuditSinkKind::None;
+    }
     let executor = Running::start(ex.server.listen, |s| execbridge_executor::run(ex, s)).await;
     let channel = Channel::from_shared(executor.endpoint())
         .unwrap()
@@ -345,6 +351,8 @@ fn replay() {
     let mut config = ExecutorConfig::default();
     config.journal.dir = dir.path().to_owned();
     config.audit.sink = AuditSinkKind::None;
+    // Timed alone: the snapshot thread would otherwise start on the replayed journal.
+    config.journal.snapshot_every_records = 0;
     let t = Instant::now();
     let (shard, stats) = Shard::open(&config).unwrap();
     println!(
@@ -352,6 +360,35 @@ fn replay() {
         stats.records,
         t.elapsed().as_secs_f64(),
         stats.records as f64 / t.elapsed().as_secs_f64()
+    );
+    drop(shard);
+
+    // 4. A snapshot of the same state at the default history retention: what the snapshot
+    //    thread spends on it (replaying the journal into an engine of its own, writing the
+    //    file), its size, reading it back, and a start from it.
+    let fresh = || Engine::for_replay("s0", &config.paper, &config.risk, config.shard.retention());
+    let t = Instant::now();
+    let lsn = snapshot::take(dir.path(), fresh(), written, None).unwrap();
+    let took = t.elapsed();
+    let (_, path) = snapshot::list(dir.path()).unwrap().remove(0);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let t = Instant::now();
+    let checkpoint = snapshot::read(&path).unwrap();
+    let read = t.elapsed();
+    println!(
+        "snapshot at lsn {lsn} ({} orders held whole, {:.0} MiB): replay + write {:.2}s, read back {:.2}s",
+        checkpoint.orders_held(),
+        size as f64 / (1 << 20) as f64,
+        took.as_secs_f64(),
+        read.as_secs_f64()
+    );
+    drop(checkpoint);
+    let t = Instant::now();
+    let (shard, stats) = Shard::open(&config).unwrap();
+    println!(
+        "start from the snapshot ({} journal records after it, segments before it deleted): {:.2}s",
+        stats.records,
+        t.elapsed().as_secs_f64()
     );
     drop(shard);
 }

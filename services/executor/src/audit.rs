@@ -337,6 +337,8 @@ struct FeedState {
     queued: AtomicUsize,
     /// The newest LSN left out of the queue (0: none yet).
     left_out: AtomicU64,
+    /// The newest LSN the sink holds.
+    written: Arc<AtomicU64>,
 }
 
 impl AuditFeed {
@@ -402,18 +404,18 @@ pub fn open_sink(
     })
 }
 
-/// The audit thread's nice value: above the order path's 0.
-const AUDIT_NICE: i32 = 10;
+/// The nice value of the background threads (audit, snapshots): above the order path's 0.
+const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's priority, so that on a busy machine the trail's JSON,
-/// hashing and sink writes wait for the order path, not the other way round. The trail
-/// is a copy that may lag: its queue is bounded, and what does not fit is read back from
-/// the journal later.
-fn yield_to_the_order_path() {
+/// hashing and sink writes (and the snapshot thread's replay) wait for the order path, not
+/// the other way round. Both may lag: the trail's queue is bounded, and what does not fit
+/// is read back from the journal later; a snapshot is only taken later.
+pub(crate) fn lower_priority(thread: &'static str) {
     // On Linux, setpriority with a thread id sets that thread's nice value alone.
     let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), AUDIT_NICE) {
-        tracing::debug!(error = %e, "the audit thread keeps the normal priority");
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+        tracing::debug!(error = %e, thread, "the thread keeps the normal priority");
     }
 }
 
@@ -562,7 +564,10 @@ impl Trail {
                 }
             });
             match result {
-                Ok(()) => pause = FIRST_RETRY_PAUSE,
+                Ok(()) => {
+                    pause = FIRST_RETRY_PAUSE;
+                    feed.written.store(self.chain.last_lsn, Ordering::Release);
+                }
                 Err(e) => {
                     metrics.audit_write_failures.inc();
                     tracing::error!(error = %e, retry_in = ?pause, "audit trail write failed; it goes on from the journal after a pause");
@@ -663,12 +668,13 @@ impl Audit {
             capacity: queue_records.max(1),
             queued: AtomicUsize::new(0),
             left_out: AtomicU64::new(0),
+            written: Arc::new(AtomicU64::new(trail.chain.last_lsn)),
         });
         let state = shared.clone();
         let thread = thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
-                yield_to_the_order_path();
+                lower_priority("audit");
                 trail.run(&rx, &state, flush_interval);
             })
             .map_err(|e| AuditError::sink("thread", e))?;
@@ -676,6 +682,12 @@ impl Audit {
             feed: AuditFeed { tx, shared },
             thread: Some(thread),
         })
+    }
+
+    /// The newest LSN the sink holds, as the trail's thread moves it on: the journal keeps
+    /// the records after it (see [`crate::snapshot`]).
+    pub fn written(&self) -> Arc<AtomicU64> {
+        self.feed.shared.written.clone()
     }
 
     /// A feed for the journal writer.

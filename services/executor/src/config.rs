@@ -109,6 +109,13 @@ impl Validate for ExecutorConfig {
                 ),
             ));
         }
+        let every = self.journal.snapshot_every_records;
+        if every != 0 && !(100..=1_000_000_000).contains(&every) {
+            return Err(ConfigError::invalid(
+                "journal.snapshot_every_records",
+                format!("must be 0 (no snapshots) or 100 to 1000000000, got {every}"),
+            ));
+        }
         if self.journal.max_batch == 0 {
             return Err(ConfigError::invalid(
                 "journal.max_batch",
@@ -218,6 +225,11 @@ pub struct JournalConfig {
     /// Longest a record nobody waits for (a venue's answer, a fill) stays written but not
     /// yet fdatasync'd, in microseconds; any commit someone waits for syncs it sooner.
     pub sync_delay_us: u64,
+    /// A snapshot of the engine's state is written once this many journal records are
+    /// durable after the previous one; segments the snapshots cover are then deleted, so
+    /// the journal's size and the time a start takes stay bounded. 0 turns snapshots off
+    /// (the journal then keeps everything). See `snapshot` in the crate docs.
+    pub snapshot_every_records: u64,
 }
 
 impl Default for JournalConfig {
@@ -228,6 +240,7 @@ impl Default for JournalConfig {
             segment_bytes: 64 * 1024 * 1024,
             max_batch: 16_384,
             sync_delay_us: 1000,
+            snapshot_every_records: 1_000_000,
         }
     }
 }
@@ -328,7 +341,7 @@ pub struct ShardConfig {
     pub reconcile_interval_ms: u64,
     /// Finished orders kept whole in memory (queries, trade history, repeated submits);
     /// older ones are forgotten, oldest finished first. Working orders are always kept.
-    /// The journal and the audit trail keep everything.
+    /// The audit trail keeps everything (the journal, what its snapshots do not cover).
     pub retain_finished_orders: usize,
     /// How long after an order finished its `client_order_id` is refused even once the
     /// order is forgotten, seconds: a retry within this window never reaches the venue

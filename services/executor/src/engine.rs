@@ -45,7 +45,7 @@ use crate::venue::{PaperVenue, Received};
 mod history;
 
 pub use history::Retention;
-use history::{Forgotten, Slots};
+use history::{Forgotten, ForgottenState, Slots};
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +215,7 @@ pub struct Actor {
 }
 
 /// One held order and the indices of its fills.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Held {
     order: Order,
     fills: Vec<usize>,
@@ -242,10 +243,49 @@ impl std::ops::IndexMut<usize> for Slots<Box<Held>> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct FillRecord {
     order: usize,
     fill: Fill,
+}
+
+/// The engine's durable state after the journal record `lsn`, as a snapshot keeps it (see
+/// [`crate::snapshot`]). Everything that replaying the journal up to `lsn` builds is here;
+/// what is derived (indexes by id, per-account counts) is rebuilt by [`Engine::restore`],
+/// and what lives only while running (market books, orders with the venue) is not state a
+/// replay builds either. Maps are written as pairs sorted by key, so two engines in the
+/// same state give equal checkpoints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// The last journal record applied.
+    pub lsn: u64,
+    /// The last order update's sequence.
+    pub sequence: u64,
+    flatten_count: u64,
+    risk: Vec<(String, AccountRisk)>,
+    orders: Slots<Box<Held>>,
+    open: Vec<usize>,
+    fills: Slots<FillRecord>,
+    positions: Vec<((String, String, String), Position)>,
+    balances: Vec<((String, String), Decimal)>,
+    funded: Vec<String>,
+    finished: VecDeque<(usize, SystemTime)>,
+    forgotten: ForgottenState,
+    daily_pnl: Vec<((String, u64), Decimal)>,
+    rate: Vec<(String, VecDeque<SystemTime>)>,
+}
+
+impl Checkpoint {
+    /// Orders held (working and retained finished ones).
+    pub fn orders_held(&self) -> usize {
+        self.orders.iter().count()
+    }
+}
+
+fn sorted<K: Ord + Clone, V: Clone>(map: impl IntoIterator<Item = (K, V)>) -> Vec<(K, V)> {
+    let mut pairs: Vec<_> = map.into_iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs
 }
 
 /// One shard's state.
@@ -375,9 +415,130 @@ impl Engine {
         self
     }
 
+    /// The state a snapshot keeps. Call it on an engine that only replays (no order with
+    /// the venue, nothing in the outbox): a live engine holds more than its journal says.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut funded: Vec<String> = self.funded.iter().cloned().collect();
+        funded.sort();
+        Checkpoint {
+            lsn: self.lsn,
+            sequence: self.sequence,
+            flatten_count: self.flatten_count,
+            risk: sorted(self.risk.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            orders: self.orders.clone(),
+            open: self.open.iter().copied().collect(),
+            fills: self.fills.clone(),
+            positions: sorted(self.positions.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            balances: sorted(self.balances.iter().map(|(k, v)| (k.clone(), *v))),
+            funded,
+            finished: self.finished.clone(),
+            forgotten: self.forgotten.state(),
+            daily_pnl: sorted(self.daily_pnl.iter().map(|(k, v)| (k.clone(), *v))),
+            rate: sorted(self.rate.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        }
+    }
+
+    /// Takes the state of `checkpoint`, as if the journal had been replayed up to its LSN;
+    /// replay goes on from the next record. The venue keeps only its records of the orders
+    /// held (it read its whole ledger when opened; the others were forgotten).
+    ///
+    /// # Errors
+    /// [`EngineError::Replay`] when this engine has already applied records, or the
+    /// checkpoint's orders do not fit together.
+    pub fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), EngineError> {
+        let bad = |reason: String| EngineError::Replay {
+            lsn: checkpoint.lsn,
+            reason,
+        };
+        if self.lsn != 0 {
+            return Err(bad(format!(
+                "a snapshot restores an empty engine; this one is at lsn {}",
+                self.lsn
+            )));
+        }
+        let Checkpoint {
+            lsn,
+            sequence,
+            flatten_count,
+            risk,
+            orders,
+            open,
+            fills,
+            positions,
+            balances,
+            funded,
+            finished,
+            forgotten,
+            daily_pnl,
+            rate,
+        } = checkpoint;
+        for idx in open.iter().chain(finished.iter().map(|(idx, _)| idx)) {
+            if orders.get(*idx).is_none() {
+                return Err(EngineError::Replay {
+                    lsn,
+                    reason: format!("order index {idx} is listed but not held"),
+                });
+            }
+        }
+        self.orders = orders;
+        self.by_id.clear();
+        self.by_client.clear();
+        let mut held = 0;
+        for idx in 0..self.orders.len() {
+            if let Some(h) = self.orders.get(idx) {
+                let request = &h.order.request;
+                self.by_id.insert(h.order.order_id.to_string(), idx);
+                self.by_client.insert(
+                    (request.account.clone(), request.client_order_id.clone()),
+                    idx,
+                );
+                held += 1;
+            }
+        }
+        tracing::debug!(held, lsn, "engine restored from a snapshot");
+        self.open.clear();
+        self.open_per_account.clear();
+        for idx in open {
+            self.set_open(idx, true);
+        }
+        self.fills = fills;
+        self.risk = risk.into_iter().collect();
+        self.positions = positions.into_iter().collect();
+        self.balances = balances.into_iter().collect();
+        self.funded = funded.into_iter().collect();
+        self.finished = finished;
+        self.forgotten = Forgotten::from_state(forgotten);
+        self.daily_pnl = daily_pnl.into_iter().collect();
+        self.rate = rate.into_iter().collect();
+        self.sequence = sequence;
+        self.lsn = lsn;
+        self.flatten_count = flatten_count;
+        let held: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> = self
+            .by_client
+            .keys()
+            .map(|(account, id)| (account.as_str(), id.as_str()))
+            .collect();
+        self.venue
+            .retain(|account, client_order_id| held.contains(&(account, client_order_id)));
+        Ok(())
+    }
+
     /// Finished orders held whole, and keys of forgotten ones still refused.
     pub fn history_held(&self) -> (usize, usize) {
         (self.finished.len(), self.forgotten.len())
+    }
+
+    /// An engine that only replays the journal (the snapshot thread's): its paper venue
+    /// has no ledger, so it never writes the running venue's file.
+    pub fn for_replay(
+        shard: &str,
+        paper: &PaperConfig,
+        risk: &RiskConfig,
+        retention: Retention,
+    ) -> Self {
+        #[allow(clippy::expect_used)]
+        let venue = PaperVenue::open(shard, paper.clone(), None).expect("no ledger, no IO");
+        Self::new(shard.to_owned(), paper, risk, venue).with_retention(retention)
     }
 
     /// An engine with an in-memory paper venue and default risk: for tests.

@@ -16,7 +16,8 @@
 //! of code, instead of hidden in a store's transaction layer (SQLite, redb or RocksDB would
 //! each want one fsync per transaction, which we would batch ourselves anyway, and their
 //! behaviour after a failed fsync is theirs). What we give up (indexes, random reads) the
-//! executor does not need: state lives in memory and is rebuilt by replay. The price is the
+//! executor does not need: state lives in memory and is rebuilt by replay, from the
+//! newest snapshot on ([`crate::snapshot`], which also deletes the segments it covers). The price is the
 //! recovery code: a length and a CRC per record find a torn tail after a crash, which is
 //! cut off; damage anywhere else stops the start with the segment and offset named.
 //!
@@ -294,11 +295,45 @@ pub fn replay_recycling<G: Send>(
     truncate: bool,
     each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
-    replay_files(&segments(dir)?, truncate, each)
+    replay_recycling_from(dir, 1, truncate, each)
+}
+
+/// [`replay_recycling`] of the records with LSN `from` and later (a start after a
+/// snapshot): segments that end before `from` are not read.
+///
+/// # Errors
+/// As [`replay`].
+pub fn replay_recycling_from<G: Send>(
+    dir: &Path,
+    from: u64,
+    truncate: bool,
+    mut each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
+) -> Result<u64, JournalError> {
+    let mut last = 0;
+    replay_files(segments_from(dir, from)?, truncate, |record, bin| {
+        if record.lsn < from {
+            return Ok(());
+        }
+        last = record.lsn;
+        each(record, bin)
+    })?;
+    Ok(last)
+}
+
+/// The segments of `dir` that may hold records with LSN `from` or later: those that end
+/// before it (the next segment's name starts at or before it) are left out.
+fn segments_from(dir: &Path, from: u64) -> Result<Vec<PathBuf>, JournalError> {
+    let mut files = segments(dir)?;
+    let skip = files
+        .windows(2)
+        .take_while(|pair| first_lsn_of(&pair[1]).is_some_and(|next| next <= from))
+        .count();
+    files.drain(..skip);
+    Ok(files)
 }
 
 /// The first LSN a segment's name says it holds.
-fn first_lsn_of(path: &Path) -> Option<u64> {
+pub fn first_lsn_of(path: &Path) -> Option<u64> {
     path.file_name()?
         .to_str()?
         .strip_prefix("journal-")?
@@ -321,31 +356,18 @@ pub fn replay_from(
     from: u64,
     mut each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
-    let files = segments(dir)?;
-    let skip = files
-        .windows(2)
-        .take_while(|pair| first_lsn_of(&pair[1]).is_some_and(|next| next <= from))
-        .count();
-    let mut last = 0;
-    replay_files(&files[skip..], false, |record, _: &mut Vec<()>| {
-        if record.lsn < from {
-            return Ok(());
-        }
-        last = record.lsn;
-        each(record)
-    })?;
-    Ok(last)
+    replay_recycling_from(dir, from, false, |record, _: &mut Vec<()>| each(record))
 }
 
 fn replay_files<G: Send>(
-    files: &[PathBuf],
+    files: Vec<PathBuf>,
     truncate: bool,
     mut each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
     let (tx, rx) = mpsc::sync_channel::<Vec<JournalRecord>>(4);
     let (bins, bins_rx) = mpsc::channel::<Vec<G>>();
     thread::scope(|scope| {
-        let reader = scope.spawn(move || read_segments(files, truncate, &tx, &bins_rx));
+        let reader = scope.spawn(move || read_segments(&files, truncate, &tx, &bins_rx));
         let mut applied: Result<(), JournalError> = Ok(());
         for chunk in rx {
             let mut bin = Vec::new();

@@ -6,6 +6,8 @@
 //! - [`config`]: the service's configuration.
 //! - [`journal`]: the checksummed append-only log with group commit and fail-stop.
 //! - [`engine`]: the shard's state; synchronous, behind one lock; replays the journal.
+//! - [`snapshot`]: snapshots of that state, so a start replays only the journal after the
+//!   newest, and the segments before them are deleted.
 //! - [`shard`]: the engine, its journal and the asynchronous order pipeline.
 //! - [`updates`]: the sequenced stream of durable order updates, resumable from the journal.
 //! - [`paper`]: the paper venue's matching rules as pure functions.
@@ -24,6 +26,7 @@ pub mod paper;
 pub mod prices;
 pub mod service;
 pub mod shard;
+pub mod snapshot;
 pub mod updates;
 pub mod venue;
 

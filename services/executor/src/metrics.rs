@@ -37,6 +37,14 @@ pub struct Metrics {
     pub finished_orders_held: IntGauge,
     /// Client order ids of forgotten orders still refused (`shard.idempotency_window_secs`).
     pub forgotten_client_order_ids: IntGauge,
+    /// The LSN of the newest snapshot written.
+    pub snapshot_lsn: IntGauge,
+    /// Time to bring a snapshot up to date and write it.
+    pub snapshot_seconds: Histogram,
+    /// Snapshots that failed to be written or to read back.
+    pub snapshot_failures: IntCounter,
+    /// Journal segments deleted once snapshots (and the audit trail) covered them.
+    pub segments_deleted: IntCounter,
 }
 
 #[allow(clippy::expect_used)]
@@ -122,6 +130,31 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
          shard.idempotency_window_secs after their order finished",
     )
     .expect("static metric"),
+    snapshot_lsn: IntGauge::new(
+        "executor_snapshot_lsn",
+        "The journal LSN of the newest snapshot written (0: none since start)",
+    )
+    .expect("static metric"),
+    snapshot_seconds: Histogram::with_opts(
+        HistogramOpts::new(
+            "executor_snapshot_seconds",
+            "Time to bring a snapshot up to date from the journal and write it",
+        )
+        .buckets(vec![
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]),
+    )
+    .expect("static metric"),
+    snapshot_failures: IntCounter::new(
+        "executor_snapshot_failures_total",
+        "Snapshots that could not be written, or that did not read back at start",
+    )
+    .expect("static metric"),
+    segments_deleted: IntCounter::new(
+        "executor_journal_segments_deleted_total",
+        "Journal segments deleted because snapshots and the audit trail cover them",
+    )
+    .expect("static metric"),
 });
 
 /// The metrics of this process.
@@ -145,6 +178,10 @@ pub fn register(registry: &Registry) {
         Box::new(m.audit_write_failures.clone()),
         Box::new(m.finished_orders_held.clone()),
         Box::new(m.forgotten_client_order_ids.clone()),
+        Box::new(m.snapshot_lsn.clone()),
+        Box::new(m.snapshot_seconds.clone()),
+        Box::new(m.snapshot_failures.clone()),
+        Box::new(m.segments_deleted.clone()),
     ];
     for c in collectors {
         // Only a duplicate name fails, which a fresh registry never has.

@@ -116,6 +116,7 @@ pub struct Shard {
     pub dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     audit: Mutex<Option<crate::audit::Audit>>,
+    snapshots: Mutex<Option<crate::snapshot::Snapshots>>,
 }
 
 impl Shard {
@@ -155,9 +156,20 @@ impl Shard {
             config.shard.updates_retained,
             Some(dir.clone()),
         ));
+        // The newest snapshot that reads back, then the journal after it.
+        let snapshot_lsn = match crate::snapshot::start_point(&dir)? {
+            Some(checkpoint) => {
+                let lsn = checkpoint.lsn;
+                engine.restore(checkpoint)?;
+                updates.resume_at(engine.last_sequence());
+                tracing::info!(lsn, "state restored from a snapshot");
+                lsn
+            }
+            None => 0,
+        };
         let mut records = 0;
         // Updates that leave the retained window go back to the reading thread to be freed.
-        let last_lsn = journal::replay_recycling(&dir, true, |record, bin| {
+        let tail = journal::replay_recycling_from(&dir, snapshot_lsn + 1, true, |record, bin| {
             engine.replay(&record).map_err(|e| JournalError::Corrupt {
                 path: dir.display().to_string(),
                 offset: record.lsn,
@@ -171,6 +183,7 @@ impl Shard {
             records += 1;
             Ok(())
         })?;
+        let last_lsn = tail.max(snapshot_lsn);
         let audit = crate::audit::Audit::start(config, &dir, last_lsn)?;
         let feed = audit.as_ref().map(crate::audit::Audit::feed);
         let journal = Journal::start(
@@ -188,6 +201,24 @@ impl Shard {
             }),
         )?;
         let durable = journal.watch();
+        let snapshots = match config.journal.snapshot_every_records {
+            0 => None,
+            every => {
+                let (id, paper, risk) = (
+                    config.shard.id.clone(),
+                    config.paper.clone(),
+                    config.risk.clone(),
+                );
+                let retention = config.shard.retention();
+                Some(crate::snapshot::Snapshots::start(
+                    dir.clone(),
+                    every,
+                    move || Engine::for_replay(&id, &paper, &risk, retention),
+                    durable.clone(),
+                    audit.as_ref().map(crate::audit::Audit::written),
+                )?)
+            }
+        };
         let shard = Arc::new(Self {
             engine: Mutex::new(engine),
             journal: Mutex::new(Some(journal)),
@@ -197,6 +228,7 @@ impl Shard {
             dir,
             _temp: temp,
             audit: Mutex::new(audit),
+            snapshots: Mutex::new(snapshots),
         });
         // Orders whose outcome the journal does not have are settled with the venue
         // before the shard turns ready.
@@ -641,6 +673,14 @@ impl Shard {
                     tracing::warn!(error = %e, account, "cancel on shutdown failed");
                 }
             }
+        }
+        let snapshots = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut snapshots) = snapshots {
+            let _ = tokio::task::spawn_blocking(move || snapshots.close()).await;
         }
         let journal = self
             .journal

@@ -86,6 +86,13 @@ impl Updates {
         evicted
     }
 
+    /// Starts the stream after `sequence` (the state came from a snapshot: the updates up
+    /// to it are in the journal, or gone with its deleted segments).
+    pub fn resume_at(&self, sequence: u64) {
+        let mut inner = self.lock();
+        inner.last = inner.last.max(sequence);
+    }
+
     /// The newest published sequence.
     pub fn last_sequence(&self) -> u64 {
         self.lock().last

@@ -410,6 +410,21 @@ impl PaperVenue {
         }
     }
 
+    /// Keeps only the records of the orders `keep` names (an engine restored from a
+    /// snapshot holds only those; the ledger file keeps everything).
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        let by_venue_id = &mut self.by_venue_id;
+        self.records.retain(|(account, client_order_id), record| {
+            let kept = keep(account, client_order_id);
+            if !kept {
+                for id in &record.venue_order_ids {
+                    by_venue_id.remove(id);
+                }
+            }
+            kept
+        });
+    }
+
     /// Orders the venue remembers.
     pub fn remembered(&self) -> usize {
         self.records.len()

@@ -10,6 +10,10 @@
 //! first order, never sent again; its counts come from the journal, since the executor no
 //! longer lists forgotten orders.
 //!
+//! A fourth run writes a snapshot every 500 journal records into 64 KiB segments, so
+//! kills land while snapshots are written and segments deleted, and restarts start from
+//! a snapshot and the journal after it.
+//!
 //! `EXECBRIDGE_CRASH_ROUNDS` sets the number of kills (default 20; 100 for the long run),
 //! `EXECBRIDGE_CRASH_ORDERS` the batch size (default 10,000).
 
@@ -44,18 +48,35 @@ struct Executor {
     child: Child,
 }
 
+/// What a run changes from the executor's defaults.
+#[derive(Clone, Copy, Default)]
+struct Settings {
+    /// `shard.retain_finished_orders`.
+    retain: Option<usize>,
+    /// `journal.snapshot_every_records` (with small segments, so they are deleted).
+    snapshot_every: Option<usize>,
+}
+
 fn start_executor(
     dir: &Path,
     listen: SocketAddr,
     marketdata: &str,
-    retain: Option<usize>,
+    settings: Settings,
 ) -> Executor {
     let mut command = Command::new(env!("CARGO_BIN_EXE_execbridge-executor"));
-    if let Some(retain) = retain {
+    if let Some(retain) = settings.retain {
         command.env(
             "EXECBRIDGE_EXECUTOR_SHARD__RETAIN_FINISHED_ORDERS",
             retain.to_string(),
         );
+    }
+    if let Some(every) = settings.snapshot_every {
+        command
+            .env(
+                "EXECBRIDGE_EXECUTOR_JOURNAL__SNAPSHOT_EVERY_RECORDS",
+                every.to_string(),
+            )
+            .env("EXECBRIDGE_EXECUTOR_JOURNAL__SEGMENT_BYTES", "65536");
     }
     let child = command
         .env("EXECBRIDGE_EXECUTOR_SERVER__LISTEN", listen.to_string())
@@ -121,17 +142,36 @@ async fn all_orders(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_batch_loses_no_acknowledged_order_and_sends_none_twice() {
-    crash_rounds(1, None).await;
+    crash_rounds(1, Settings::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_batched_submits_loses_no_acknowledged_order_and_sends_none_twice() {
-    crash_rounds(25, None).await;
+    crash_rounds(25, Settings::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_finished_orders_are_forgotten_still_sends_none_twice() {
-    crash_rounds(5, Some(0)).await;
+    crash_rounds(
+        5,
+        Settings {
+            retain: Some(0),
+            ..Settings::default()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_snapshots_are_written_and_segments_deleted_loses_nothing() {
+    crash_rounds(
+        25,
+        Settings {
+            snapshot_every: Some(500),
+            ..Settings::default()
+        },
+    )
+    .await;
 }
 
 /// The order a refused retry names, when its first order was forgotten.
@@ -219,9 +259,9 @@ fn terminal(status: v1::OrderStatus) -> bool {
 }
 
 /// Submits the orders `per_call` at a time (1: `SubmitOrder`; more: `SubmitOrderBatch`)
-/// from 32 workers while the executor is killed and restarted; `retain` sets
-/// `shard.retain_finished_orders`.
-async fn crash_rounds(per_call: usize, retain: Option<usize>) {
+/// from 32 workers while the executor is killed and restarted with `settings`.
+async fn crash_rounds(per_call: usize, settings: Settings) {
+    let retain = settings.retain;
     let rounds = env_or("EXECBRIDGE_CRASH_ROUNDS", 20);
     let total = env_or("EXECBRIDGE_CRASH_ORDERS", 10_000);
     let mut md = MarketdataConfig {
@@ -233,7 +273,7 @@ async fn crash_rounds(per_call: usize, retain: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
     // Killed and restarted on this port many times.
     let listen = restartable_addr();
-    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint(), retain);
+    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint(), settings);
     wait_serving(listen, Duration::from_secs(30)).await;
 
     // Kill points: after this many acknowledgements (random, spread over the batch).
@@ -381,7 +421,7 @@ async fn crash_rounds(per_call: usize, retain: Option<usize>) {
         executor.child.kill().expect("SIGKILL");
         let _ = executor.child.wait();
         kills += 1;
-        executor = start_executor(dir.path(), listen, &marketdata.endpoint(), retain);
+        executor = start_executor(dir.path(), listen, &marketdata.endpoint(), settings);
         wait_serving(listen, Duration::from_secs(60)).await;
     }
     for w in workers {
@@ -393,7 +433,7 @@ async fn crash_rounds(per_call: usize, retain: Option<usize>) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     executor.child.kill().unwrap();
     let _ = executor.child.wait();
-    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint(), retain);
+    let mut executor = start_executor(dir.path(), listen, &marketdata.endpoint(), settings);
     wait_serving(listen, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -463,6 +503,19 @@ async fn crash_rounds(per_call: usize, retain: Option<usize>) {
     assert_eq!(open, 0, "orders left unresolved");
     assert_eq!(audit.first_bad, None, "the audit chain verifies");
     assert_eq!(kills, rounds);
+    if settings.snapshot_every.is_some() {
+        let snapshots = execbridge_executor::snapshot::list(dir.path()).unwrap();
+        let oldest_segment = execbridge_executor::journal::segments(dir.path())
+            .unwrap()
+            .first()
+            .and_then(|p| execbridge_executor::journal::first_lsn_of(p));
+        println!(
+            "snapshots kept: {:?}; oldest journal segment starts at lsn {oldest_segment:?}",
+            snapshots.iter().map(|(lsn, _)| lsn).collect::<Vec<_>>()
+        );
+        assert!(!snapshots.is_empty(), "no snapshot was written");
+        assert!(oldest_segment > Some(1), "no journal segment was deleted");
+    }
     executor.child.kill().unwrap();
     let _ = executor.child.wait();
     marketdata.stop().await;

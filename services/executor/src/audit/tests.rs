@@ -383,14 +383,14 @@ fn the_trail_runs_below_the_order_path_priority() {
                 after_name.split_whitespace().nth(16)?.parse().ok()
             })
             .collect();
-        if values.contains(&AUDIT_NICE) || std::time::Instant::now() > deadline {
+        if values.contains(&BACKGROUND_NICE) || std::time::Instant::now() > deadline {
             break values;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     audit.close();
     assert!(
-        nice_values.contains(&AUDIT_NICE),
+        nice_values.contains(&BACKGROUND_NICE),
         "audit threads' nice values: {nice_values:?}"
     );
 }

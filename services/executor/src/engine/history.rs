@@ -6,7 +6,8 @@
 //! the order, its fills and its venue record leave memory, and only a 16-byte key of its
 //! `(account, client_order_id)` stays, so a repeated submit is still refused instead of
 //! reaching the venue a second time, until [`Retention::idempotency_window`] has passed
-//! since the order finished. The journal and the audit trail keep everything.
+//! since the order finished. The audit trail keeps everything, and the journal keeps what
+//! its snapshots do not cover (see [`crate::snapshot`]).
 //!
 //! Memory is therefore bounded by configuration instead of by uptime: about
 //! `finished_orders` whole orders (2.3 KB each with their fills and venue record) plus,
@@ -41,7 +42,7 @@ impl Default for Retention {
 /// Items by a stable index that only grows: index `i` keeps naming the same item after
 /// items before it are taken. Taken items leave a hole (one word) until every item before
 /// them is taken too; then the front is dropped.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Slots<T> {
     base: usize,
     slots: VecDeque<Option<T>>,
@@ -99,17 +100,72 @@ impl<T> Slots<T> {
 /// A key is 128 bits from two independently seeded hashes of the pair: 16 bytes instead of
 /// the two strings, and a false match among even a billion keys has a probability near
 /// 10^-21. A false match would refuse a new order, never send one twice.
-#[derive(Default)]
+///
+/// The seeds are drawn when the engine is made and kept in its snapshots, so an engine
+/// restored from a snapshot computes the same keys as the one that wrote it.
 pub(super) struct Forgotten {
-    /// Two hashers, each seeded on its own when made.
-    hashers: [foldhash::fast::RandomState; 2],
+    seeds: [u64; 2],
+    /// Two hashers, each seeded on its own.
+    hashers: [foldhash::fast::FixedState; 2],
     /// Key to the forgotten order's index.
     keys: std::collections::HashMap<u128, usize, foldhash::fast::RandomState>,
     /// Keys in the order they finished, with when.
     expiry: VecDeque<(SystemTime, u128)>,
 }
 
+impl Default for Forgotten {
+    fn default() -> Self {
+        Self::with_seeds([rand::random(), rand::random()])
+    }
+}
+
+/// What a snapshot keeps of [`Forgotten`]: the seeds and the keys in expiry order (the
+/// map is rebuilt from them). A key is written as two halves: JSON numbers above 2^64
+/// are not portable.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct ForgottenState {
+    seeds: [u64; 2],
+    /// `(finished, key high half, key low half, order index)`, oldest first.
+    keys: Vec<(SystemTime, u64, u64, usize)>,
+}
+
 impl Forgotten {
+    fn with_seeds(seeds: [u64; 2]) -> Self {
+        Self {
+            seeds,
+            hashers: seeds.map(foldhash::fast::FixedState::with_seed),
+            keys: std::collections::HashMap::default(),
+            expiry: VecDeque::new(),
+        }
+    }
+
+    /// The state a snapshot keeps.
+    pub(super) fn state(&self) -> ForgottenState {
+        let keys = self
+            .expiry
+            .iter()
+            .map(|&(finished, key)| {
+                // Every key in the expiry queue is in the map (both change together).
+                let idx = self.keys.get(&key).copied().unwrap_or(usize::MAX);
+                #[allow(clippy::cast_possible_truncation)]
+                (finished, (key >> 64) as u64, key as u64, idx)
+            })
+            .collect();
+        ForgottenState {
+            seeds: self.seeds,
+            keys,
+        }
+    }
+
+    /// The keys a snapshot kept, with its seeds.
+    pub(super) fn from_state(state: ForgottenState) -> Self {
+        let mut f = Self::with_seeds(state.seeds);
+        for (finished, high, low, idx) in state.keys {
+            f.insert((u128::from(high) << 64) | u128::from(low), idx, finished);
+        }
+        f
+    }
+
     pub(super) fn key(&self, account: &str, client_order_id: &str) -> u128 {
         let pair = (account, client_order_id);
         let [a, b] = &self.hashers;
@@ -167,6 +223,24 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert_eq!(s.take(a), None, "taking twice takes nothing");
         assert_eq!(s.iter().copied().collect::<Vec<_>>(), ["c", "d"]);
+    }
+
+    #[test]
+    fn forgotten_keys_survive_their_snapshot_state_with_the_same_seeds() {
+        let mut f = Forgotten::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let k = f.key("acct", "c1");
+        assert!(k >> 64 != 0, "a key uses both halves");
+        f.insert(k, 7, t0);
+        let back = Forgotten::from_state(f.state());
+        assert_eq!(back.key("acct", "c1"), k, "same seeds, same keys");
+        assert_eq!(back.get(k), Some(7));
+        assert_eq!(back.state(), f.state());
+        assert_ne!(
+            Forgotten::default().key("acct", "c1"),
+            k,
+            "a new engine draws new seeds"
+        );
     }
 
     #[test]

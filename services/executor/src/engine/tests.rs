@@ -265,20 +265,118 @@ fn without_a_price_the_order_is_rejected_with_a_reason() {
     );
 }
 
-fn replayed(live: &mut Engine) -> Engine {
-    let mut copy = Engine::in_memory("s0", PaperConfig::default()).with_retention(live.retention);
-    for entry in live.take_outbox() {
-        let record = JournalRecord {
+fn records(live: &mut Engine) -> Vec<JournalRecord> {
+    live.take_outbox()
+        .into_iter()
+        .map(|entry| JournalRecord {
             lsn: entry.lsn,
             time: Some(entry.time),
             entry: Some(match entry.payload {
                 Payload::Update(u) => RecordEntry::Update((*u).clone()),
                 Payload::Admin(a) => RecordEntry::Admin((*a).clone()),
             }),
-        };
+        })
+        .collect()
+}
+
+fn replayed(live: &mut Engine) -> Engine {
+    let mut copy = Engine::in_memory("s0", PaperConfig::default()).with_retention(live.retention);
+    for record in records(live) {
         copy.replay(&record).unwrap();
     }
     copy
+}
+
+/// Empty engines that share their forgotten-key seeds (each restored from one empty
+/// checkpoint), so that their checkpoints compare whole.
+fn twins(retention: Retention) -> impl Fn() -> Engine {
+    let make = move || Engine::in_memory("s0", PaperConfig::default()).with_retention(retention);
+    let empty = make().checkpoint();
+    move || {
+        let mut e = make();
+        e.restore(empty.clone()).unwrap();
+        e
+    }
+}
+
+fn replay_all(mut engine: Engine, records: &[JournalRecord]) -> Engine {
+    for record in records {
+        engine.replay(record).unwrap();
+    }
+    engine
+}
+
+/// Replays `records` up to `split`, snapshots (through the JSON a snapshot file holds),
+/// restores a fresh engine from it and replays the rest there.
+fn replayed_through_a_snapshot(
+    records: &[JournalRecord],
+    split: usize,
+    fresh: &dyn Fn() -> Engine,
+) -> Engine {
+    let mut before = fresh();
+    for record in &records[..split] {
+        before.replay(record).unwrap();
+    }
+    let json = serde_json::to_vec(&before.checkpoint()).unwrap();
+    let mut after = fresh();
+    after
+        .restore(serde_json::from_slice(&json).unwrap())
+        .unwrap();
+    for record in &records[split..] {
+        after.replay(record).unwrap();
+    }
+    after
+}
+
+#[test]
+fn a_restored_snapshot_and_the_journal_after_it_rebuild_the_state_of_a_full_replay() {
+    let mut e = retaining(1);
+    e.submit(market("b1", Side::Buy), now()).unwrap();
+    e.submit(market("b2", Side::Buy), now()).unwrap();
+    e.submit(
+        request("l", Side::Sell, OrderType::Limit, Some("150")),
+        now(),
+    )
+    .unwrap();
+    e.set_trading_state(
+        "acct",
+        "ETH-USDT",
+        TradingState::Halted,
+        &Actor::default(),
+        now(),
+    );
+    let records = records(&mut e);
+    let fresh = twins(e.retention);
+    let full = replay_all(fresh(), &records);
+    for split in 0..=records.len() {
+        let restored = replayed_through_a_snapshot(&records, split, &fresh);
+        assert_eq!(restored.digest(), full.digest(), "split at {split}");
+        assert_eq!(restored.checkpoint(), full.checkpoint(), "split at {split}");
+        assert_eq!(restored.history_held(), full.history_held());
+    }
+    // b1 was forgotten (one finished order retained): still refused after a restore.
+    let mut restored = replayed_through_a_snapshot(&records, records.len(), &fresh);
+    let err = restored.submit(market("b1", Side::Buy), now()).unwrap_err();
+    assert!(
+        matches!(err, EngineError::ClientOrderIdUsed { .. }),
+        "{err:?}"
+    );
+    // The working limit order is open and cancelable after the restore.
+    assert_eq!(restored.open_orders(), 1);
+    restored
+        .cancel("acct", &OrderRef::ClientOrderId("l".into()), now())
+        .unwrap();
+}
+
+#[test]
+fn a_snapshot_restores_only_an_empty_engine() {
+    let mut e = engine();
+    e.submit(market("b", Side::Buy), now()).unwrap();
+    let checkpoint = replayed(&mut e).checkpoint();
+    let mut busy = engine();
+    busy.submit(market("x", Side::Buy), now()).unwrap();
+    let err = busy.restore(checkpoint).unwrap_err();
+    assert!(err.to_string().contains("empty engine"), "{err}");
 }
 
 #[test]
@@ -551,7 +649,7 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn replaying_the_journal_gives_the_state_of_the_live_run(ops in prop::collection::vec(op(), 1..60), retain in 0usize..6) {
+        fn replaying_the_journal_gives_the_state_of_the_live_run(ops in prop::collection::vec(op(), 1..60), retain in 0usize..6, split in any::<prop::sample::Index>()) {
             let mut paper = PaperConfig::default();
             paper.depth.displayed_size = true;
             paper.depth.synthetic_levels = 2;
@@ -571,8 +669,14 @@ mod properties {
             }
             let copy = replayed(&mut e);
             prop_assert_eq!(copy.digest(), e.digest());
-            let copy = replayed(&mut f);
+            let journal = records(&mut f);
+            let fresh = twins(f.retention);
+            let copy = replay_all(fresh(), &journal);
             prop_assert_eq!(copy.digest(), f.digest());
+            // A snapshot at any record, restored, and the journal after it: the same state.
+            let restored = replayed_through_a_snapshot(&journal, split.index(journal.len() + 1), &fresh);
+            prop_assert_eq!(restored.digest(), copy.digest());
+            prop_assert_eq!(restored.checkpoint(), copy.checkpoint());
             // Forgetting finished orders changes no position and no balance.
             prop_assert_eq!(f.positions("acct", ""), e.positions("acct", ""));
             // Positions equal the sum of the fills.
