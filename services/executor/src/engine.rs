@@ -438,6 +438,20 @@ impl Engine {
         }
     }
 
+    /// [`Engine::checkpoint`] of an engine that is done: the history moves into the
+    /// checkpoint instead of being copied (the snapshot thread's, to hold it once).
+    pub fn into_checkpoint(mut self) -> Checkpoint {
+        let orders = std::mem::take(&mut self.orders);
+        let fills = std::mem::take(&mut self.fills);
+        let finished = std::mem::take(&mut self.finished);
+        Checkpoint {
+            orders,
+            fills,
+            finished,
+            ..self.checkpoint()
+        }
+    }
+
     /// Takes the state of `checkpoint`, as if the journal had been replayed up to its LSN;
     /// replay goes on from the next record. The venue keeps only its records of the orders
     /// held (it read its whole ledger when opened; the others were forgotten).

@@ -308,8 +308,7 @@ pub fn take(
             ),
         ));
     }
-    let checkpoint = engine.checkpoint();
-    drop(engine);
+    let checkpoint = engine.into_checkpoint();
     let path = write(dir, &checkpoint)?;
     let deleted = prune(dir, audited)?;
     let metrics = crate::metrics::get();

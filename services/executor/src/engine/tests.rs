@@ -317,7 +317,10 @@ fn replayed_through_a_snapshot(
     for record in &records[..split] {
         before.replay(record).unwrap();
     }
-    let json = serde_json::to_vec(&before.checkpoint()).unwrap();
+    let copied = before.checkpoint();
+    let moved = before.into_checkpoint();
+    assert_eq!(copied, moved, "moving the history out copies nothing else");
+    let json = serde_json::to_vec(&moved).unwrap();
     let mut after = fresh();
     after
         .restore(serde_json::from_slice(&json).unwrap())
