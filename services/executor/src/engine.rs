@@ -453,8 +453,8 @@ impl Engine {
     }
 
     /// Takes the state of `checkpoint`, as if the journal had been replayed up to its LSN;
-    /// replay goes on from the next record. The venue keeps only its records of the orders
-    /// held (it read its whole ledger when opened; the others were forgotten).
+    /// replay goes on from the next record. The venue keeps every record it read from its
+    /// ledger until [`Engine::drop_venue_records_of_forgotten_orders`].
     ///
     /// # Errors
     /// [`EngineError::Replay`] when this engine has already applied records, or the
@@ -527,6 +527,15 @@ impl Engine {
         self.sequence = sequence;
         self.lsn = lsn;
         self.flatten_count = flatten_count;
+        Ok(())
+    }
+
+    /// Drops the venue's records of orders this engine does not hold: after a start from a
+    /// snapshot and the journal after it, those are the orders forgotten before the
+    /// snapshot (a replay from the beginning drops them as it forgets them). Not before
+    /// the journal after the snapshot is replayed: an order it holds may be with the venue
+    /// without an answer, and reconciliation must find the venue's record of it.
+    pub fn drop_venue_records_of_forgotten_orders(&mut self) {
         let held: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> = self
             .by_client
             .keys()
@@ -534,7 +543,6 @@ impl Engine {
             .collect();
         self.venue
             .retain(|account, client_order_id| held.contains(&(account, client_order_id)));
-        Ok(())
     }
 
     /// Finished orders held whole, and keys of forgotten ones still refused.

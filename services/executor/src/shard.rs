@@ -184,6 +184,9 @@ impl Shard {
             Ok(())
         })?;
         let last_lsn = tail.max(snapshot_lsn);
+        if snapshot_lsn > 0 {
+            engine.drop_venue_records_of_forgotten_orders();
+        }
         let audit = crate::audit::Audit::start(config, &dir, last_lsn)?;
         let feed = audit.as_ref().map(crate::audit::Audit::feed);
         let journal = Journal::start(

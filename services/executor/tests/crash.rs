@@ -520,7 +520,20 @@ async fn crash_rounds(per_call: usize, settings: Settings) {
         0,
         "a retry got another order id"
     );
-    assert_eq!(max_per_id, 1, "a client_order_id reached the venue twice");
+    if max_per_id > 1 {
+        // Kept for the post-mortem: the journal, the snapshots, the ledger, the trail.
+        let kept = dir.keep();
+        let twice: Vec<_> = venue
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, _)| k)
+            .collect();
+        panic!(
+            "a client_order_id reached the venue twice: {:?} (files kept in {})",
+            &twice[..twice.len().min(5)],
+            kept.display()
+        );
+    }
     assert_eq!(open, 0, "orders left unresolved");
     assert_eq!(audit.first_bad, None, "the audit chain verifies");
     assert_eq!(kills, rounds);

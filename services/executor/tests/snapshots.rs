@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use execbridge_api::v1;
 use execbridge_executor::ExecutorConfig;
 use execbridge_executor::config::AuditSinkKind;
-use execbridge_executor::engine::EngineError;
+use execbridge_executor::engine::{Engine, EngineError, OrderRef};
 use execbridge_executor::paper::Quote;
 use execbridge_executor::shard::{ReplayStats, Shard};
 use execbridge_executor::{audit, journal, snapshot};
@@ -173,4 +173,47 @@ async fn a_start_refuses_a_journal_whose_records_before_the_snapshot_are_gone_wi
         err.contains("no snapshot reads back") && err.contains("the journal begins at lsn"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_the_venue_took_after_the_snapshot_is_found_there_at_start_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ExecutorConfig::default();
+    config.journal.dir = dir.path().to_owned();
+    config.audit.sink = AuditSinkKind::None;
+    config.journal.snapshot_every_records = 0;
+    // Every acknowledgement is lost: the venue has the order, the journal only its intent.
+    config.paper.faults.lost_ack_probability = 1.0;
+    let shard = open_quoted(&config).await;
+    let before = submit(&shard, 0).await;
+    let lsn = shard.read(|e| e.last_lsn()).await.unwrap();
+    let fresh = Engine::for_replay("s0", &config.paper, &config.risk, config.shard.retention());
+    assert_eq!(snapshot::take(dir.path(), fresh, lsn, None).unwrap(), lsn);
+    // Taken by the venue after the snapshot, its answer lost.
+    let after = submit(&shard, 1).await;
+    for order in [&before, &after] {
+        assert_eq!(order.status, v1::OrderStatus::Unknown as i32, "{order:?}");
+    }
+    shard.close(false).await;
+    drop(shard);
+
+    config.paper.faults.lost_ack_probability = 0.0;
+    let (shard, stats) = open(&config).await;
+    let ledger =
+        execbridge_executor::venue::count_venue_orders(&dir.path().join("paper-venue.jsonl"))
+            .unwrap();
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    assert!(
+        ledger.values().all(|n| *n == 1),
+        "a client_order_id reached the venue twice: {ledger:?}"
+    );
+    assert!(stats.reconciled >= 2, "{stats:?}");
+    for order in [before, after] {
+        let by = OrderRef::OrderId(order.order_id.clone());
+        let now = shard
+            .peek(|e| e.get(&order.request.as_ref().unwrap().account, &by))
+            .unwrap();
+        assert_ne!(now.status, v1::OrderStatus::Unknown as i32, "{now:?}");
+    }
+    shard.close(false).await;
 }
