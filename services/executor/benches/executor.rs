@@ -9,7 +9,8 @@
 //! (orders/s, default 1000), `BENCH_SECONDS` (default 5), `BENCH_BATCH` (orders, default
 //! 50,000), `BENCH_REPLAY_EVENTS` (default 1,000,000), `BENCH_DIR` (where journals go,
 //! default the system temp dir: put it on the disk you want measured), `BENCH_AUDIT=none`
-//! (run the gRPC benchmarks without the audit trail, to see what it costs).
+//! (run the gRPC benchmarks without the audit trail, to see what it costs),
+//! `BENCH_SNAPSHOT_EVERY` (`journal.snapshot_every_records` of the gRPC benchmarks; 0: off).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -90,6 +91,8 @@ async fn latency_and_throughput() {
     if std::env::var("BENCH_AUDIT").is_ok_and(|v| v == "none") {
         ex.audit.sink = AuditSinkKind::None;
     }
+    ex.journal.snapshot_every_records =
+        env("BENCH_SNAPSHOT_EVERY", ex.journal.snapshot_every_records);
     let executor = Running::start(ex.server.listen, |s| execbridge_executor::run(ex, s)).await;
     let channel = Channel::from_shared(executor.endpoint())
         .unwrap()
