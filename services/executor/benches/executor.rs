@@ -369,7 +369,7 @@ fn replay() {
     // 4. A snapshot of the same state at the default history retention: what the snapshot
     //    thread spends on it (replaying the journal into an engine of its own, writing the
     //    file), its size, reading it back, and a start from it.
-    let fresh = || Engine::for_replay("s0", &config.paper, &config.risk, config.shard.retention());
+    let fresh = || Engine::for_replay(&config);
     let t = Instant::now();
     let lsn = snapshot::take(dir.path(), fresh(), written, None).unwrap();
     let took = t.elapsed();

@@ -497,7 +497,6 @@ impl Engine {
         self.orders = orders;
         self.by_id.clear();
         self.by_client.clear();
-        let mut held = 0;
         for idx in 0..self.orders.len() {
             if let Some(h) = self.orders.get(idx) {
                 let request = &h.order.request;
@@ -506,10 +505,8 @@ impl Engine {
                     (request.account.clone(), request.client_order_id.clone()),
                     idx,
                 );
-                held += 1;
             }
         }
-        tracing::debug!(held, lsn, "engine restored from a snapshot");
         self.open.clear();
         self.open_per_account.clear();
         for idx in open {
@@ -550,17 +547,15 @@ impl Engine {
         (self.finished.len(), self.forgotten.len())
     }
 
-    /// An engine that only replays the journal (the snapshot thread's): its paper venue
-    /// has no ledger, so it never writes the running venue's file.
-    pub fn for_replay(
-        shard: &str,
-        paper: &PaperConfig,
-        risk: &RiskConfig,
-        retention: Retention,
-    ) -> Self {
+    /// An engine that only replays the journal of the shard `config` describes (the
+    /// snapshot thread's): its paper venue has no ledger, so it never writes the running
+    /// venue's file.
+    pub fn for_replay(config: &crate::config::ExecutorConfig) -> Self {
         #[allow(clippy::expect_used)]
-        let venue = PaperVenue::open(shard, paper.clone(), None).expect("no ledger, no IO");
-        Self::new(shard.to_owned(), paper, risk, venue).with_retention(retention)
+        let venue = PaperVenue::open(&config.shard.id, config.paper.clone(), None)
+            .expect("no ledger, no IO");
+        Self::new(config.shard.id.clone(), &config.paper, &config.risk, venue)
+            .with_retention(config.shard.retention())
     }
 
     /// An engine with an in-memory paper venue and default risk: for tests.

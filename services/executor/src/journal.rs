@@ -17,8 +17,8 @@
 //! each want one fsync per transaction, which we would batch ourselves anyway, and their
 //! behaviour after a failed fsync is theirs). What we give up (indexes, random reads) the
 //! executor does not need: state lives in memory and is rebuilt by replay, from the
-//! newest snapshot on ([`crate::snapshot`], which also deletes the segments it covers). The price is the
-//! recovery code: a length and a CRC per record find a torn tail after a crash, which is
+//! newest snapshot on ([`crate::snapshot`], which also deletes the segments it covers).
+//! The price is the recovery code: a length and a CRC per record find a torn tail after a crash, which is
 //! cut off; damage anywhere else stops the start with the segment and offset named.
 //!
 //! # Group commit, tickets and fail-stop

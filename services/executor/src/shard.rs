@@ -207,16 +207,11 @@ impl Shard {
         let snapshots = match config.journal.snapshot_every_records {
             0 => None,
             every => {
-                let (id, paper, risk) = (
-                    config.shard.id.clone(),
-                    config.paper.clone(),
-                    config.risk.clone(),
-                );
-                let retention = config.shard.retention();
+                let config = config.clone();
                 Some(crate::snapshot::Snapshots::start(
                     dir.clone(),
                     every,
-                    move || Engine::for_replay(&id, &paper, &risk, retention),
+                    move || Engine::for_replay(&config),
                     durable.clone(),
                     audit.as_ref().map(crate::audit::Audit::written),
                 )?)

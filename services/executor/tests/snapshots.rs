@@ -187,7 +187,7 @@ async fn an_order_the_venue_took_after_the_snapshot_is_found_there_at_start_not_
     let shard = open_quoted(&config).await;
     let before = submit(&shard, 0).await;
     let lsn = shard.read(|e| e.last_lsn()).await.unwrap();
-    let fresh = Engine::for_replay("s0", &config.paper, &config.risk, config.shard.retention());
+    let fresh = Engine::for_replay(&config);
     assert_eq!(snapshot::take(dir.path(), fresh, lsn, None).unwrap(), lsn);
     // Taken by the venue after the snapshot, its answer lost.
     let after = submit(&shard, 1).await;
