@@ -10,7 +10,9 @@
 //! 50,000), `BENCH_REPLAY_EVENTS` (default 1,000,000), `BENCH_DIR` (where journals go,
 //! default the system temp dir: put it on the disk you want measured), `BENCH_AUDIT=none`
 //! (run the gRPC benchmarks without the audit trail, to see what it costs),
-//! `BENCH_SNAPSHOT_EVERY` (`journal.snapshot_every_records` of the gRPC benchmarks; 0: off).
+//! `BENCH_SNAPSHOT_EVERY` (`journal.snapshot_every_records` of the gRPC benchmarks; 0: off),
+//! `BENCH_PHASES` (which to run, comma separated, of `grpc` (1, 2a, 2b), `shard` (2c) and
+//! `replay` (3, 4); default all).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -244,7 +246,7 @@ async fn latency_and_throughput() {
 }
 
 async fn shard_throughput() {
-    // 2b. The same pipeline without gRPC: what the journal and engine sustain.
+    // 2c. The same pipeline without gRPC: what the journal and engine sustain.
     let dir = tempfile::tempdir_in(base_dir()).unwrap();
     let mut config = ExecutorConfig::default();
     config.journal.dir = dir.path().to_owned();
@@ -406,7 +408,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(latency_and_throughput());
-    rt.block_on(shard_throughput());
-    replay();
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "grpc,shard,replay".into());
+    let run = |phase: &str| phases.split(',').any(|p| p.trim() == phase);
+    if run("grpc") {
+        rt.block_on(latency_and_throughput());
+    }
+    if run("shard") {
+        rt.block_on(shard_throughput());
+    }
+    if run("replay") {
+        replay();
+    }
 }

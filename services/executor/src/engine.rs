@@ -19,6 +19,31 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 /// ids of authenticated callers.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// The books the paper venue matches against, by venue then symbol: looked up by `&str`
+/// without building a key, and shared (`Arc`) so an order takes its book without copying
+/// the levels while the engine changes.
+#[derive(Default)]
+struct Books(Map<String, Map<String, Arc<Book>>>);
+
+impl Books {
+    fn get(&self, venue: &str, symbol: &str) -> Option<&Arc<Book>> {
+        self.0.get(venue)?.get(symbol)
+    }
+
+    fn insert(&mut self, venue: &str, symbol: &str, book: Book) {
+        let symbols = match self.0.get_mut(venue) {
+            Some(symbols) => symbols,
+            None => self.0.entry(venue.to_owned()).or_default(),
+        };
+        match symbols.get_mut(symbol) {
+            Some(held) => *held = Arc::new(book),
+            None => {
+                symbols.insert(symbol.to_owned(), Arc::new(book));
+            }
+        }
+    }
+}
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -304,7 +329,7 @@ pub struct Engine {
     by_client: Map<(AccountId, ClientOrderId), usize>,
     open: BTreeSet<usize>,
     open_per_account: Map<String, usize>,
-    books: Map<(String, String), Book>,
+    books: Books,
     positions: BTreeMap<(String, String, String), Position>,
     balances: BTreeMap<(String, String), Decimal>,
     /// Accounts whose balances exist: answers [`Engine::ensure_account`] without building
@@ -389,7 +414,7 @@ impl Engine {
             by_client: Map::default(),
             open: BTreeSet::new(),
             open_per_account: Map::default(),
-            books: Map::default(),
+            books: Books::default(),
             positions: BTreeMap::new(),
             balances: BTreeMap::new(),
             funded: Set::default(),
@@ -500,7 +525,7 @@ impl Engine {
         for idx in 0..self.orders.len() {
             if let Some(h) = self.orders.get(idx) {
                 let request = &h.order.request;
-                self.by_id.insert(h.order.order_id.to_string(), idx);
+                self.by_id.insert(h.order.order_id.as_str().to_owned(), idx);
                 self.by_client.insert(
                     (request.account.clone(), request.client_order_id.clone()),
                     idx,
@@ -633,12 +658,12 @@ impl Engine {
         let account = req.account.as_str();
         let key = (
             account.to_owned(),
-            req.venue.to_string(),
-            req.symbol.to_string(),
+            req.venue.as_str().to_owned(),
+            req.symbol.as_str().to_owned(),
         );
         let last_price = self
             .books
-            .get(&(req.venue.to_string(), req.symbol.to_string()))
+            .get(req.venue.as_str(), req.symbol.as_str())
             .map(|b| b.last);
         let gross = self
             .positions
@@ -647,7 +672,7 @@ impl Engine {
             .map(|((_, v, s), p)| {
                 let mark = self
                     .books
-                    .get(&(v.clone(), s.clone()))
+                    .get(v, s)
                     .map_or(p.average_entry_price, |b| b.last);
                 p.quantity.abs() * mark
             })
@@ -697,9 +722,9 @@ impl Engine {
             let fields = existing.request.differing_fields(&request);
             if !fields.is_empty() {
                 return Err(EngineError::IdempotencyMismatch {
-                    client_order_id: request.client_order_id.to_string(),
+                    client_order_id: request.client_order_id.as_str().to_owned(),
                     fields,
-                    order_id: existing.order_id.to_string(),
+                    order_id: existing.order_id.as_str().to_owned(),
                 });
             }
             return Ok(Begin::Duplicate {
@@ -715,7 +740,7 @@ impl Engine {
             .key(request.account.as_str(), request.client_order_id.as_str());
         if let Some(idx) = self.forgotten.get(used) {
             return Err(EngineError::ClientOrderIdUsed {
-                client_order_id: request.client_order_id.to_string(),
+                client_order_id: request.client_order_id.as_str().to_owned(),
                 order_id: format!("{}-{}", self.shard, idx + 1),
             });
         }
@@ -727,7 +752,10 @@ impl Engine {
         }
         // The order-rate window holds the account's submits of the last second: pruned
         // here, so the risk check reads its length instead of scanning it.
-        let window = self.rate.entry(request.account.to_string()).or_default();
+        let window = self
+            .rate
+            .entry(request.account.as_str().to_owned())
+            .or_default();
         while window
             .front()
             .is_some_and(|t| now.duration_since(*t).unwrap_or_default() >= Duration::from_secs(1))
@@ -739,7 +767,7 @@ impl Engine {
             risk::check(&risk, &request, &exposure)
         });
         self.rate
-            .entry(request.account.to_string())
+            .entry(request.account.as_str().to_owned())
             .or_default()
             .push_back(now);
         let idx = self.orders.len();
@@ -748,7 +776,7 @@ impl Engine {
         self.forget_finished();
         self.sequence += 1;
         let order = Order::new(order_id.clone(), request, now, self.sequence);
-        self.by_id.insert(order_id.to_string(), idx);
+        self.by_id.insert(order_id.as_str().to_owned(), idx);
         self.by_client.insert(key, idx);
         self.orders.push(Box::new(Held {
             order,
@@ -802,18 +830,19 @@ impl Engine {
     ) -> Result<VenueOutcome, EngineError> {
         let book = {
             let r = &self.orders[idx].request;
-            self.books
-                .get(&(r.venue.to_string(), r.symbol.to_string()))
-                .cloned()
+            self.books.get(r.venue.as_str(), r.symbol.as_str()).cloned()
         };
-        if let Err(step) = paper::admit(&self.orders[idx], book.as_ref()) {
+        if let Err(step) = paper::admit(&self.orders[idx], book.as_deref()) {
             // Refused before reaching the venue's matching: nothing was created there.
             self.run_steps(idx, vec![step], now)?;
             return Ok(self.outcome(idx, None));
         }
         let (account, client_order_id) = {
             let r = &self.orders[idx].request;
-            (r.account.to_string(), r.client_order_id.to_string())
+            (
+                r.account.as_str().to_owned(),
+                r.client_order_id.as_str().to_owned(),
+            )
         };
         match self.venue.receive(&account, &client_order_id, clock) {
             Received::Unreachable => {
@@ -915,11 +944,11 @@ impl Engine {
         ) {
             return;
         }
-        let key = (
-            order.request.venue.to_string(),
-            order.request.symbol.to_string(),
-        );
-        if let Some(book) = self.books.get(&key).cloned() {
+        let book = self
+            .books
+            .get(order.request.venue.as_str(), order.request.symbol.as_str())
+            .cloned();
+        if let Some(book) = book {
             let steps = paper::on_arrival(&self.orders[idx], &book);
             if let Err(e) = self.run_steps(idx, steps, now) {
                 tracing::error!(error = %e, "paper venue arrival refused");
@@ -1042,7 +1071,7 @@ impl Engine {
                     tracing::error!(order_id = %order.order_id, %source, "overfill detected; fill not applied");
                 }
                 return Err(EngineError::Transition {
-                    order_id: order.order_id.to_string(),
+                    order_id: order.order_id.as_str().to_owned(),
                     source,
                 });
             }
@@ -1081,7 +1110,11 @@ impl Engine {
     fn book_fill(&mut self, idx: usize, fill: &Fill) {
         let req = &self.orders[idx].request;
         let (base, quote) = split_symbol(req.symbol.as_str());
-        let (account, base, quote) = (req.account.to_string(), base.to_owned(), quote.to_owned());
+        let (account, base, quote) = (
+            req.account.as_str().to_owned(),
+            base.to_owned(),
+            quote.to_owned(),
+        );
         let qty = fill.quantity.get();
         let notional = fill.price.get() * qty;
         let side = req.side.sign();
@@ -1089,8 +1122,8 @@ impl Engine {
             .positions
             .entry((
                 account.clone(),
-                req.venue.to_string(),
-                req.symbol.to_string(),
+                req.venue.as_str().to_owned(),
+                req.symbol.as_str().to_owned(),
             ))
             .or_default();
         let realized_before = position.realized_pnl;
@@ -1224,7 +1257,7 @@ impl Engine {
         let status = self.orders[idx].status;
         if status.is_terminal() {
             return Err(EngineError::NotCancelable {
-                order_id: self.orders[idx].order_id.to_string(),
+                order_id: self.orders[idx].order_id.as_str().to_owned(),
                 status,
             });
         }
@@ -1479,7 +1512,7 @@ impl Engine {
             .iter()
             .filter(|((a, v, _), _)| a == account && (venue.is_empty() || v == venue))
             .map(|((a, v, s), p)| {
-                let mark = self.books.get(&(v.clone(), s.clone())).map(|b| b.last);
+                let mark = self.books.get(v, s).map(|b| b.last);
                 v1::Position {
                     account: a.clone(),
                     venue: v.clone(),
@@ -1569,8 +1602,7 @@ impl Engine {
                 tracing::error!(error = %e, "paper venue step refused");
             }
         }
-        self.books
-            .insert((venue.to_owned(), symbol.to_owned()), book);
+        self.books.insert(venue, symbol, book);
     }
 
     /// Accounts with working orders.
@@ -1584,8 +1616,7 @@ impl Engine {
 
     /// Whether a price is known for the instrument.
     pub fn has_quote(&self, venue: &str, symbol: &str) -> bool {
-        self.books
-            .contains_key(&(venue.to_owned(), symbol.to_owned()))
+        self.books.get(venue, symbol).is_some()
     }
 
     /// Orders whose venue outcome is not confirmed (UNKNOWN, or at start any open order)
@@ -1625,7 +1656,10 @@ impl Engine {
     fn reconcile_one(&mut self, idx: usize, now: SystemTime) -> Result<(), EngineError> {
         let (account, coid) = {
             let r = &self.orders[idx].request;
-            (r.account.to_string(), r.client_order_id.to_string())
+            (
+                r.account.as_str().to_owned(),
+                r.client_order_id.as_str().to_owned(),
+            )
         };
         let status = self.orders[idx].status;
         let Some(record) = self.venue.lookup(&account, &coid).cloned() else {
@@ -1755,7 +1789,7 @@ impl Engine {
                 order: Order::new(order_id.clone(), request, created, u.sequence),
                 fills: Vec::new(),
             }));
-            self.by_id.insert(order_id.to_string(), idx);
+            self.by_id.insert(order_id.as_str().to_owned(), idx);
             self.by_client.insert(key, idx);
             self.set_open(idx, true);
             return Ok(());

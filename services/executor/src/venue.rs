@@ -14,6 +14,10 @@
 //! configuration, so a run is reproducible under the same seed and the same order flow.
 
 use std::collections::HashMap;
+
+/// The venue's maps: keyed by ids we make or the caller sends, hashed with foldhash as the
+/// engine's are (std's SipHash was a visible share of an order's cost).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -121,8 +125,8 @@ pub struct PaperVenue {
     ledger: Option<(PathBuf, File)>,
     /// Ledger lines not yet written: see [`PaperVenue::flush`].
     pending: Vec<u8>,
-    records: HashMap<(String, String), VenueRecord>,
-    by_venue_id: HashMap<String, (String, String)>,
+    records: Map<(String, String), VenueRecord>,
+    by_venue_id: Map<String, (String, String)>,
     next_order: u64,
     next_trade: u64,
     down_until: Option<Instant>,
@@ -144,8 +148,8 @@ impl PaperVenue {
             config,
             ledger: None,
             pending: Vec::new(),
-            records: HashMap::new(),
-            by_venue_id: HashMap::new(),
+            records: Map::default(),
+            by_venue_id: Map::default(),
             next_order: 0,
             next_trade: 0,
             down_until: None,

@@ -80,3 +80,35 @@ fn timestamps_round_trip() {
         None
     );
 }
+
+#[rstest]
+#[case("0", "0")]
+#[case("-0.000", "0")]
+#[case("1.500", "1.5")]
+#[case("-1.5", "-1.5")]
+#[case("100", "100")]
+#[case("1e3", "1000")]
+#[case("0.00012", "0.00012")]
+#[case("-0.00012", "-0.00012")]
+#[case("79228162514264337593543950335", "79228162514264337593543950335")]
+#[case("-0.0000000000000000000000000001", "-0.0000000000000000000000000001")]
+fn decimals_render_plain_without_trailing_zeros(#[case] input: &str, #[case] text: &str) {
+    let d = if input.contains('e') {
+        Decimal::from_scientific(input).unwrap()
+    } else {
+        input.parse::<Decimal>().unwrap()
+    };
+    assert_eq!(decimal(d), text);
+}
+
+proptest::proptest! {
+    /// The fast rendering is the text `Display` gives the normalized value, for any
+    /// mantissa, scale and sign.
+    #[test]
+    fn decimal_text_equals_the_display_of_the_normalized_value(
+        lo: u32, mid: u32, hi: u32, negative: bool, scale in 0u32..=28,
+    ) {
+        let d = Decimal::from_parts(lo, mid, hi, negative, scale);
+        proptest::prop_assert_eq!(decimal(d), d.normalize().to_string());
+    }
+}
