@@ -306,6 +306,16 @@ impl Chain {
     fn link(&mut self, entries: &[Entry]) -> Vec<AuditEntry> {
         let mut out = Vec::with_capacity(entries.len());
         let after = self.last_lsn;
+        if after == 0
+            && let Some(first) = entries.first()
+            && first.lsn > 1
+        {
+            tracing::warn!(
+                first_lsn = first.lsn,
+                "the audit trail starts at lsn {}: the sink is new and the journal's older records were deleted behind a snapshot; `verify` reports the chain from there",
+                first.lsn
+            );
+        }
         for e in entries.iter().filter(|e| e.lsn > after) {
             let mut entry = entry_of(e);
             entry.prev_hash = std::mem::take(&mut self.last_hash);
@@ -710,6 +720,10 @@ impl Audit {
 pub struct Verdict {
     /// Entries checked.
     pub entries: u64,
+    /// The LSN the chain starts at (`None` for an empty trail). Above 1 when the sink
+    /// began after the journal's older records were deleted behind a snapshot: the chain
+    /// is whole from there, and what came before is not in this trail.
+    pub first_lsn: Option<u64>,
     /// The first entry that does not fit, and why.
     pub first_bad: Option<(u64, String)>,
 }
@@ -722,6 +736,7 @@ pub fn verify_entries(entries: &[AuditEntry]) -> Verdict {
     for (i, e) in entries.iter().enumerate() {
         let bad = |why: String| Verdict {
             entries: i as u64,
+            first_lsn: entries.first().map(|e| e.lsn),
             first_bad: Some((e.lsn, why)),
         };
         if let Some(p) = prev_lsn
@@ -740,6 +755,7 @@ pub fn verify_entries(entries: &[AuditEntry]) -> Verdict {
     }
     Verdict {
         entries: entries.len() as u64,
+        first_lsn: entries.first().map(|e| e.lsn),
         first_bad: None,
     }
 }

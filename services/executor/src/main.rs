@@ -28,7 +28,21 @@ fn verify(args: &[String]) -> ExitCode {
     match execbridge_executor::audit::verify(target, table) {
         Ok(v) => match v.first_bad {
             None => {
-                println!("audit chain OK: {} entries", v.entries);
+                match v.first_lsn {
+                    None => println!("audit chain OK: no entries"),
+                    Some(first) => {
+                        let last = first + v.entries - 1;
+                        println!(
+                            "audit chain OK: {} entries, lsn {first} to {last}",
+                            v.entries
+                        );
+                        if first > 1 {
+                            println!(
+                                "the chain starts at lsn {first}: records before it are not in this trail (the sink began after they were deleted behind a journal snapshot)"
+                            );
+                        }
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Some((lsn, why)) => {

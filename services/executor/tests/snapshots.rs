@@ -133,7 +133,39 @@ async fn snapshots_bound_the_journal_and_a_restart_replays_only_what_follows_the
     let trail = dir.path().join("audit.sqlite");
     let verdict = audit::verify(trail.to_str().unwrap(), &config.audit.table).unwrap();
     assert_eq!(verdict.first_bad, None);
+    assert_eq!(verdict.first_lsn, Some(1));
     assert!(verdict.entries > lsn, "{} entries", verdict.entries);
+
+    // A new sink (the file removed, as after a switch of sinks) can only be filled from the
+    // segments still kept: its chain starts at the oldest, whole from there, and `verify`
+    // says where it starts instead of calling the missing head a break.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("audit.sqlite{suffix}")));
+    }
+    let oldest_segment = journal::segments(dir.path())
+        .unwrap()
+        .first()
+        .and_then(|p| journal::first_lsn_of(p))
+        .unwrap();
+    let (shard, _) = open(&config).await;
+    let end = shard.peek(|e| e.last_lsn());
+    shard.close(false).await;
+    drop(shard);
+    let verdict = audit::verify(trail.to_str().unwrap(), &config.audit.table).unwrap();
+    assert_eq!(verdict.first_bad, None);
+    assert_eq!(verdict.first_lsn, Some(oldest_segment));
+    assert_eq!(verdict.entries, end - oldest_segment + 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_execbridge-executor"))
+        .args(["verify", trail.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("lsn {oldest_segment} to {end}"))
+            && stdout.contains(&format!("the chain starts at lsn {oldest_segment}")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ fn an_untouched_chain_verifies() {
         v,
         Verdict {
             entries: 5,
+            first_lsn: Some(1),
             first_bad: None
         }
     );
@@ -98,6 +99,7 @@ fn the_postgres_sink_against_the_real_server() {
         verify(&url, &table).unwrap(),
         Verdict {
             entries: 3,
+            first_lsn: Some(1),
             first_bad: None
         }
     );
@@ -140,6 +142,7 @@ fn the_postgres_sink_reconnects_after_losing_its_connection() {
         verify(&url, &table).unwrap(),
         Verdict {
             entries: 6,
+            first_lsn: Some(1),
             first_bad: None
         }
     );
@@ -293,6 +296,7 @@ fn a_slow_sink_costs_journal_reads_not_memory_or_records() {
         verdict,
         Verdict {
             entries: 3000,
+            first_lsn: Some(1),
             first_bad: None
         }
     );
@@ -322,6 +326,7 @@ fn a_failed_sink_write_is_retried_from_the_journal() {
         verdict,
         Verdict {
             entries: 200,
+            first_lsn: Some(1),
             first_bad: None
         }
     );
@@ -342,6 +347,7 @@ fn the_trail_writes_what_it_gathered_over_the_flush_interval_in_one_transaction(
         verdict,
         Verdict {
             entries: 900,
+            first_lsn: Some(1),
             first_bad: None
         }
     );
@@ -419,6 +425,7 @@ fn a_trail_behind_the_journal_catches_up_from_where_it_ends() {
         verify(path.to_str().unwrap(), "execbridge_audit").unwrap(),
         Verdict {
             entries: 500,
+            first_lsn: Some(1),
             first_bad: None
         }
     );
