@@ -500,7 +500,25 @@ impl Trail {
         let mut batch = Vec::new();
         let mut failed = None;
         let dir = self.journal_dir.clone();
+        // A chain that holds entries goes on from its end or not at all: segments are
+        // deleted only once the trail has their records, so a later first record is
+        // damage to report, never a gap to chain over. (An empty sink starts at the
+        // oldest segment kept; see `Chain::link`.)
+        let mut expect = (self.chain.last_lsn > 0).then_some(from);
         let read = journal::replay_from(&dir, from, |record| {
+            if let Some(lsn) = expect.take()
+                && record.lsn != lsn
+            {
+                return Err(journal::JournalError::Corrupt {
+                    path: dir.display().to_string(),
+                    offset: 0,
+                    reason: format!(
+                        "the audit trail ends at lsn {}, the journal's records start at {}",
+                        lsn - 1,
+                        record.lsn
+                    ),
+                });
+            }
             if record.lsn > to {
                 return Ok(());
             }

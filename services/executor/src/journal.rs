@@ -411,13 +411,23 @@ fn read_segments<G>(
     for (i, path) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
         data.clear();
-        File::open(path)
-            .and_then(|mut f| {
-                let len = f.metadata()?.len();
-                data.reserve(usize::try_from(len).unwrap_or(0));
-                f.read_to_end(&mut data)
-            })
-            .map_err(|e| io_error(path, &e))?;
+        let read = File::open(path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            data.reserve(usize::try_from(len).unwrap_or(0));
+            f.read_to_end(&mut data)
+        });
+        match read {
+            Ok(_) => {}
+            // A reader of the live journal (a resuming subscriber) listed segments that
+            // the snapshot thread deleted before they were opened. Only the oldest go, so
+            // this is a head the reader no longer gets: its caller checks where the
+            // records start. A start (`truncate`) or a gap in the middle stays an error.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !truncate && last == 0 => {
+                tracing::debug!(path = %path.display(), "segment deleted behind a snapshot while it was read");
+                continue;
+            }
+            Err(e) => return Err(io_error(path, &e)),
+        }
         let mut offset = 0usize;
         while offset < data.len() {
             let damage = |reason: String| JournalError::Corrupt {

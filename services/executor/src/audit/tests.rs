@@ -408,13 +408,19 @@ impl journal::AfterSync for Nobody {
     fn synced(&mut self, _: &[Entry]) {}
 }
 
-#[test]
-fn a_trail_behind_the_journal_catches_up_from_where_it_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal_dir = dir.path().join("journal");
+/// Records 1 to 500 journaled in groups of 7 under `dir/journal`, in 4 KiB segments.
+fn five_hundred_records(dir: &Path) -> std::path::PathBuf {
+    let journal_dir = dir.join("journal");
     let mut j = test_journal(&journal_dir, 4096, Box::new(Nobody));
     append_in_groups(&j, 500, 7);
     j.close();
+    journal_dir
+}
+
+#[test]
+fn a_trail_behind_the_journal_catches_up_from_where_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = five_hundred_records(dir.path());
     // The trail holds the first 120 records.
     let (mut sink, _) = troubled(dir.path(), Duration::ZERO, 0);
     sink.write(&chained(120)).unwrap();
@@ -425,6 +431,44 @@ fn a_trail_behind_the_journal_catches_up_from_where_it_ends() {
         verify(path.to_str().unwrap(), "execbridge_audit").unwrap(),
         Verdict {
             entries: 500,
+            first_lsn: Some(1),
+            first_bad: None
+        }
+    );
+}
+
+#[test]
+fn a_trail_whose_end_the_journal_no_longer_holds_is_refused_not_chained_over_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = five_hundred_records(dir.path());
+    // The trail holds the first 120 records; the segments up to past 121 are gone (an
+    // older copy of the trail put back after the journal moved on).
+    let (mut sink, _) = troubled(dir.path(), Duration::ZERO, 0);
+    sink.write(&chained(120)).unwrap();
+    let files = journal::segments(&journal_dir).unwrap();
+    let keep = files
+        .iter()
+        .position(|p| journal::first_lsn_of(p).is_some_and(|l| l > 121))
+        .unwrap();
+    for path in &files[..keep] {
+        std::fs::remove_file(path).unwrap();
+    }
+    let start = journal::first_lsn_of(&files[keep]).unwrap();
+    let refused = Audit::with_sink(Box::new(sink), &journal_dir, 500, 10, Duration::ZERO)
+        .err()
+        .expect("a trail chained over a gap");
+    assert!(
+        refused.to_string().contains(&format!(
+            "the audit trail ends at lsn 120, the journal's records start at {start}"
+        )),
+        "{refused}"
+    );
+    // Nothing was chained after the gap.
+    let path = dir.path().join("audit.sqlite");
+    assert_eq!(
+        verify(path.to_str().unwrap(), "execbridge_audit").unwrap(),
+        Verdict {
+            entries: 120,
             first_lsn: Some(1),
             first_bad: None
         }

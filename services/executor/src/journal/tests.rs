@@ -122,10 +122,9 @@ fn damage_before_the_tail_stops_the_replay_and_names_the_place() {
     );
 }
 
-#[test]
-fn replay_from_reads_only_the_segments_that_hold_the_records_asked_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let (j, _) = start(dir.path(), 0, 1024);
+/// Records 1 to 300 in `dir`, in groups of 20, over more than three segments.
+fn three_hundred_records(dir: &Path) -> Vec<PathBuf> {
+    let (j, _) = start(dir, 0, 1024);
     for first in (1..=300).step_by(20) {
         j.append((first..first + 20).map(update).collect(), true)
             .unwrap()
@@ -133,8 +132,15 @@ fn replay_from_reads_only_the_segments_that_hold_the_records_asked_for() {
             .unwrap();
     }
     drop(j);
-    let files = segments(dir.path()).unwrap();
+    let files = segments(dir).unwrap();
     assert!(files.len() > 3, "{} segments", files.len());
+    files
+}
+
+#[test]
+fn replay_from_reads_only_the_segments_that_hold_the_records_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = three_hundred_records(dir.path());
     let third = first_lsn_of(&files[2]).unwrap();
     // Damage in the first segment does not matter to a reader that starts later.
     let mut data = fs::read(&files[0]).unwrap();
@@ -300,4 +306,35 @@ async fn a_sync_request_makes_pending_records_durable_without_waiting_for_the_de
         .expect("the sync request did not wait for the hour-long delay")
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![1]);
+}
+
+#[test]
+fn a_reader_of_the_live_journal_skips_head_segments_deleted_after_it_listed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = three_hundred_records(dir.path());
+    let third = first_lsn_of(&files[2]).unwrap();
+    // Listed, then the two oldest deleted (as the snapshot thread does) before the read.
+    fs::remove_file(&files[0]).unwrap();
+    fs::remove_file(&files[1]).unwrap();
+    let read = |files: Vec<PathBuf>, truncate: bool| {
+        let mut seen = Vec::new();
+        replay_files(files, truncate, |r, _: &mut Vec<()>| {
+            seen.push(r.lsn);
+            Ok(())
+        })
+        .map(|_| seen)
+    };
+    assert_eq!(
+        read(files.clone(), false).unwrap(),
+        (third..=300).collect::<Vec<_>>()
+    );
+    // A start never skips a listed segment.
+    assert!(matches!(
+        read(files.clone(), true),
+        Err(JournalError::Io { .. })
+    ));
+    // Nor does a reader skip one in the middle: that is a gap, not a deleted head.
+    let mut middle = files[2..].to_vec();
+    middle.insert(1, dir.path().join(segment_name(third + 1)));
+    assert!(matches!(read(middle, false), Err(JournalError::Io { .. })));
 }
