@@ -20,30 +20,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// The books the paper venue matches against, by venue then symbol: looked up by `&str`
-/// without building a key, and shared (`Arc`) so an order takes its book without copying
-/// the levels while the engine changes.
-#[derive(Default)]
-struct Books(Map<String, Map<String, Arc<Book>>>);
-
-impl Books {
-    fn get(&self, venue: &str, symbol: &str) -> Option<&Arc<Book>> {
-        self.0.get(venue)?.get(symbol)
-    }
-
-    fn insert(&mut self, venue: &str, symbol: &str, book: Book) {
-        let symbols = match self.0.get_mut(venue) {
-            Some(symbols) => symbols,
-            None => self.0.entry(venue.to_owned()).or_default(),
-        };
-        match symbols.get_mut(symbol) {
-            Some(held) => *held = Arc::new(book),
-            None => {
-                symbols.insert(symbol.to_owned(), Arc::new(book));
-            }
-        }
-    }
-}
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +47,31 @@ mod history;
 
 pub use history::Retention;
 use history::{Forgotten, ForgottenState, Slots};
+
+/// The books the paper venue matches against, by venue then symbol: looked up by `&str`
+/// without building a key, and shared (`Arc`) so an order takes its book without copying
+/// the levels while the engine changes.
+#[derive(Default)]
+struct Books(Map<String, Map<String, Arc<Book>>>);
+
+impl Books {
+    fn get(&self, venue: &str, symbol: &str) -> Option<&Arc<Book>> {
+        self.0.get(venue)?.get(symbol)
+    }
+
+    fn insert(&mut self, venue: &str, symbol: &str, book: Book) {
+        let symbols = match self.0.get_mut(venue) {
+            Some(symbols) => symbols,
+            None => self.0.entry(venue.to_owned()).or_default(),
+        };
+        match symbols.get_mut(symbol) {
+            Some(held) => *held = Arc::new(book),
+            None => {
+                symbols.insert(symbol.to_owned(), Arc::new(book));
+            }
+        }
+    }
+}
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -752,10 +753,14 @@ impl Engine {
         }
         // The order-rate window holds the account's submits of the last second: pruned
         // here, so the risk check reads its length instead of scanning it.
-        let window = self
-            .rate
-            .entry(request.account.as_str().to_owned())
-            .or_default();
+        // Looked up by `&str`: the key is built once per account, not per order.
+        let window = match self.rate.get_mut(request.account.as_str()) {
+            Some(window) => window,
+            None => self
+                .rate
+                .entry(request.account.as_str().to_owned())
+                .or_default(),
+        };
         while window
             .front()
             .is_some_and(|t| now.duration_since(*t).unwrap_or_default() >= Duration::from_secs(1))
@@ -766,10 +771,9 @@ impl Engine {
             let exposure = self.exposure(&request, now);
             risk::check(&risk, &request, &exposure)
         });
-        self.rate
-            .entry(request.account.as_str().to_owned())
-            .or_default()
-            .push_back(now);
+        if let Some(window) = self.rate.get_mut(request.account.as_str()) {
+            window.push_back(now);
+        }
         let idx = self.orders.len();
         let order_id = OrderId::new_checked(format!("{}-{}", self.shard, idx + 1))
             .map_err(|e| EngineError::Internal(format!("order id: {e}")))?;
