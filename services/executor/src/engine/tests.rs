@@ -730,3 +730,33 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn the_order_rate_limit_counts_the_account_s_submits_of_the_last_second() {
+    let mut e = engine();
+    let limits = RiskLimits {
+        max_orders_per_second: Some(3),
+        ..Default::default()
+    };
+    e.set_risk_limits("acct", TradingMode::Paper, limits, &Actor::default(), now());
+    let status = |e: &mut Engine, id: &str, at: SystemTime| {
+        let done = e.submit(market(id, Side::Buy), at).unwrap();
+        (done.order.status, done.order.reject_reason)
+    };
+    let filled = (PbStatus::Filled as i32, 0);
+    let too_fast = (
+        PbStatus::Rejected as i32,
+        v1::RejectReason::RiskOrderRate as i32,
+    );
+    for id in ["r1", "r2", "r3"] {
+        assert_eq!(status(&mut e, id, now()), filled, "{id}");
+    }
+    // A fourth within the second is refused; the refused one counts as a submit too.
+    let later = now() + Duration::from_millis(900);
+    assert_eq!(status(&mut e, "r4", later), too_fast);
+    // Once the first three are a second old, only r4 is left in the window.
+    let next = now() + Duration::from_millis(1000);
+    assert_eq!(status(&mut e, "r5", next), filled);
+    assert_eq!(status(&mut e, "r6", next), filled);
+    assert_eq!(status(&mut e, "r7", next), too_fast);
+}
