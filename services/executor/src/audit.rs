@@ -509,10 +509,9 @@ impl Trail {
             if let Some(lsn) = expect.take()
                 && record.lsn != lsn
             {
-                return Err(journal::JournalError::Corrupt {
+                return Err(journal::JournalError::Io {
                     path: dir.display().to_string(),
-                    offset: 0,
-                    reason: format!(
+                    message: format!(
                         "the audit trail ends at lsn {}, the journal's records start at {}",
                         lsn - 1,
                         record.lsn

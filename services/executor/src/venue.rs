@@ -14,10 +14,6 @@
 //! configuration, so a run is reproducible under the same seed and the same order flow.
 
 use std::collections::HashMap;
-
-/// The venue's maps: keyed by ids we make or the caller sends, hashed with foldhash as the
-/// engine's are (std's SipHash was a visible share of an order's cost).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +26,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PaperConfig;
+
+/// The venue's maps: keyed by ids we make or the caller sends, hashed with foldhash as the
+/// engine's are (std's SipHash was a visible share of an order's cost).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One fact in the venue's ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
