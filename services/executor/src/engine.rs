@@ -841,14 +841,12 @@ impl Engine {
             self.run_steps(idx, vec![step], now)?;
             return Ok(self.outcome(idx, None));
         }
-        let (account, client_order_id) = {
-            let r = &self.orders[idx].request;
-            (
-                r.account.as_str().to_owned(),
-                r.client_order_id.as_str().to_owned(),
-            )
-        };
-        match self.venue.receive(&account, &client_order_id, clock) {
+        // Two fields borrowed apart: the venue reads the ids where the order holds them.
+        let r = &self.orders[idx].request;
+        match self
+            .venue
+            .receive(r.account.as_str(), r.client_order_id.as_str(), clock)
+        {
             Received::Unreachable => {
                 let event = OrderEvent::Rejected {
                     reason: RejectReason::VenueUnavailable,

@@ -21,6 +21,14 @@ fn order(i: u64) -> v1::OrderRequest {
     execbridge_testutil::paper_market_order("snap", i, 3)
 }
 
+/// The executor's defaults with the journal in `dir` and the audit trail in `sink`.
+fn config_in(dir: &std::path::Path, sink: AuditSinkKind) -> ExecutorConfig {
+    let mut config = ExecutorConfig::default();
+    config.journal.dir = dir.to_owned();
+    config.audit.sink = sink;
+    config
+}
+
 async fn open(config: &ExecutorConfig) -> (Arc<Shard>, ReplayStats) {
     let config = config.clone();
     tokio::task::spawn_blocking(move || Shard::open(&config))
@@ -51,9 +59,7 @@ async fn submit(shard: &Arc<Shard>, i: u64) -> v1::Order {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_bound_the_journal_and_a_restart_replays_only_what_follows_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ExecutorConfig::default();
-    config.journal.dir = dir.path().to_owned();
-    config.audit.sink = AuditSinkKind::Sqlite;
+    let mut config = config_in(dir.path(), AuditSinkKind::Sqlite);
     config.journal.segment_bytes = 16 * 1024;
     config.journal.snapshot_every_records = 300;
 
@@ -171,9 +177,7 @@ async fn snapshots_bound_the_journal_and_a_restart_replays_only_what_follows_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_refuses_a_journal_whose_records_before_the_snapshot_are_gone_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ExecutorConfig::default();
-    config.journal.dir = dir.path().to_owned();
-    config.audit.sink = AuditSinkKind::None;
+    let mut config = config_in(dir.path(), AuditSinkKind::None);
     config.journal.segment_bytes = 4096;
     config.journal.snapshot_every_records = 100;
     let shard = open_quoted(&config).await;
@@ -210,9 +214,7 @@ async fn a_start_refuses_a_journal_whose_records_before_the_snapshot_are_gone_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_the_venue_took_after_the_snapshot_is_found_there_at_start_not_sent_again() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ExecutorConfig::default();
-    config.journal.dir = dir.path().to_owned();
-    config.audit.sink = AuditSinkKind::None;
+    let mut config = config_in(dir.path(), AuditSinkKind::None);
     config.journal.snapshot_every_records = 0;
     // Every acknowledgement is lost: the venue has the order, the journal only its intent.
     config.paper.faults.lost_ack_probability = 1.0;
