@@ -17,8 +17,11 @@
 //! The newest [`KEEP`] snapshots. A journal segment is deleted once every record in it is
 //! at or below the older of them (so a damaged newest snapshot still has its fallback
 //! with the journal after it) and, when an audit trail runs, written to the audit sink (it
-//! catches up from the journal). The segment being written is never deleted. A subscriber
-//! resuming from a sequence whose segment is gone is told the oldest it can resume from.
+//! catches up from the journal). The segment being written is never deleted. Segments are
+//! deleted after each snapshot, at start, and whenever the trail has written more since
+//! the last try, so a trail that lagged at a snapshot does not keep them until the next
+//! one. A subscriber resuming from a sequence whose segment is gone is told the oldest it
+//! can resume from.
 //!
 //! # Format
 //! `snapshot-<lsn, 20 digits>.json`: a 20-byte header (`EBSNAP01`, the body's length as a
@@ -375,15 +378,19 @@ impl Snapshots {
                 // After a failure, the next try waits; the pause doubles up to a limit.
                 let mut pause = FIRST_RETRY_PAUSE;
                 let mut retry_at = Instant::now();
+                // The audit trail's written LSN at the last prune (`u64::MAX` without a
+                // trail); `None` before the first, so a start prunes once.
+                let mut pruned_for: Option<u64> = None;
                 // At once first: a start that replayed a long journal tail snapshots it.
                 loop {
                     let target = durable.borrow().lsn;
+                    let audit_now = audited.as_ref().map(|a| a.load(Ordering::Acquire));
                     if target >= last.saturating_add(every) && Instant::now() >= retry_at {
-                        let audited = audited.as_ref().map(|a| a.load(Ordering::Acquire));
-                        match take(&dir, fresh(), target, audited) {
+                        match take(&dir, fresh(), target, audit_now) {
                             Ok(lsn) => {
                                 last = lsn;
                                 pause = FIRST_RETRY_PAUSE;
+                                pruned_for = Some(audit_now.unwrap_or(u64::MAX));
                             }
                             Err(e) => {
                                 // The journal still has everything: the next try starts over.
@@ -393,6 +400,22 @@ impl Snapshots {
                                 pause = (pause * 2).min(MAX_RETRY_PAUSE);
                             }
                         }
+                    } else if last > 0
+                        && pruned_for.is_none_or(|p| audit_now.unwrap_or(u64::MAX) > p)
+                    {
+                        // Segments the trail held back at the last snapshot go once it
+                        // has written them, not at the next snapshot, which may be far
+                        // off when orders stop. Also once at start, after a kill between
+                        // a snapshot's rename and its prune.
+                        match prune(&dir, audit_now) {
+                            Ok(deleted) => {
+                                crate::metrics::get()
+                                    .segments_deleted
+                                    .inc_by(deleted as u64);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot delete journal segments"),
+                        }
+                        pruned_for = Some(audit_now.unwrap_or(u64::MAX));
                     }
                     match stopped.recv_timeout(CHECK_EVERY) {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -182,6 +182,14 @@ async fn kill_9_while_snapshots_are_written_and_segments_deleted_loses_nothing()
     .await;
 }
 
+/// The first LSN of the oldest journal segment left.
+fn oldest_segment_lsn(dir: &Path) -> Option<u64> {
+    execbridge_executor::journal::segments(dir)
+        .unwrap()
+        .first()
+        .and_then(|p| execbridge_executor::journal::first_lsn_of(p))
+}
+
 /// The order a refused retry names, when its first order was forgotten.
 fn forgotten(error: &v1::OrderError) -> Option<String> {
     (error.reason == "CLIENT_ORDER_ID_USED")
@@ -440,15 +448,17 @@ async fn crash_rounds(per_call: usize, settings: Settings) {
     // final state is what the journal alone rebuilds.
     tokio::time::sleep(Duration::from_millis(500)).await;
     if settings.snapshot_every.is_some() {
-        // Kills may have cut every snapshot short (a slow build writes one in longer than
-        // an executor lived between kills): let one finish, so the last start below
-        // restores it and replays only the journal after it.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while execbridge_executor::snapshot::list(dir.path())
-            .unwrap()
-            .is_empty()
-        {
-            assert!(Instant::now() < deadline, "no snapshot was written in 60 s");
+        // Kills may have cut every snapshot and prune short (a slow build writes a
+        // snapshot in longer than an executor lived between kills, and the trail may
+        // still be catching up): let one snapshot finish and the segments it covers go,
+        // so the last start below restores it and replays only the journal after it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while oldest_segment_lsn(dir.path()) <= Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "no journal segment was deleted in 120 s after the batch; snapshots: {:?}",
+                execbridge_executor::snapshot::list(dir.path()).unwrap()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -539,10 +549,7 @@ async fn crash_rounds(per_call: usize, settings: Settings) {
     assert_eq!(kills, rounds);
     if settings.snapshot_every.is_some() {
         let snapshots = execbridge_executor::snapshot::list(dir.path()).unwrap();
-        let oldest_segment = execbridge_executor::journal::segments(dir.path())
-            .unwrap()
-            .first()
-            .and_then(|p| execbridge_executor::journal::first_lsn_of(p));
+        let oldest_segment = oldest_segment_lsn(dir.path());
         println!(
             "snapshots kept: {:?}; oldest journal segment starts at lsn {oldest_segment:?}",
             snapshots.iter().map(|(lsn, _)| lsn).collect::<Vec<_>>()

@@ -137,3 +137,59 @@ fn without_a_snapshot_nothing_is_deleted() {
     assert_eq!(prune(dir.path(), None).unwrap(), 0);
     assert_eq!(names(dir.path()).len(), 2);
 }
+
+/// Waits up to 10 s for `done`.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn segments_the_trail_held_back_are_deleted_once_it_has_written_them_without_a_new_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    for first in [1u64, 101, 201] {
+        touch(dir.path(), &format!("journal-{first:020}.log"));
+    }
+    touch(dir.path(), &name_of(250));
+    let (_durable_tx, durable) = tokio::sync::watch::channel(Durable {
+        lsn: 250,
+        failed: None,
+    });
+    let audited = Arc::new(AtomicU64::new(50));
+    // No snapshot is due for a million records: only the trail's progress can delete.
+    let mut snapshots = Snapshots::start(
+        dir.path().to_owned(),
+        1_000_000,
+        || Engine::in_memory("s0", PaperConfig::default()),
+        durable,
+        Some(audited.clone()),
+    )
+    .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        names(dir.path()).len(),
+        4,
+        "the trail holds segment 1..=100"
+    );
+
+    audited.store(150, Ordering::Release);
+    eventually("segment 1..=100 is deleted", || {
+        names(dir.path())[0] == "journal-00000000000000000101.log"
+    });
+    audited.store(250, Ordering::Release);
+    eventually("segment 101..=200 is deleted", || {
+        names(dir.path())[0] == "journal-00000000000000000201.log"
+    });
+    snapshots.close();
+    assert_eq!(
+        names(dir.path()),
+        [
+            "journal-00000000000000000201.log",
+            "snapshot-00000000000000000250.json"
+        ],
+        "the segment being written and the snapshot stay"
+    );
+}
