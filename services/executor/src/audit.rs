@@ -21,6 +21,12 @@
 //! At 1,000 orders/s SQLite otherwise commits about 1,000 small transactions a second;
 //! each rewrites the table's last page in the WAL, and the frequent checkpoints that
 //! follow fsync the WAL and the file, on the disk the journal's fdatasync is waiting for.
+//!
+//! What the trail reports as written, and so what journal segments may be deleted behind
+//! (see [`crate::snapshot`]), is on the sink's disk: SQLite commits with
+//! `synchronous=FULL` and PostgreSQL sessions with `synchronous_commit = on`. QuestDB's
+//! line protocol over TCP acknowledges nothing: with that sink, written means sent, and
+//! rows QuestDB loses are a gap the journal may no longer fill.
 
 mod postgres;
 #[cfg(feature = "questdb")]

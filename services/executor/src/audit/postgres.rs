@@ -4,6 +4,10 @@
 //! re-established and the batch written again, a few times with growing pauses, before
 //! the sink gives up. Rows are keyed by LSN and a retried batch skips rows a lost commit
 //! had already written, so a retry never duplicates or reorders the chain.
+//!
+//! The sink's sessions commit with `synchronous_commit = on` whatever the server's default:
+//! the trail reports what it wrote as written, and journal segments are deleted behind
+//! it, only once a commit is on the server's disk.
 
 use std::time::Duration;
 
@@ -22,6 +26,13 @@ pub struct PostgresSink {
     url: String,
 }
 
+/// A session whose commits are durable when they return (see the module docs).
+fn open(url: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(url, NoTls)?;
+    client.batch_execute("SET synchronous_commit = on")?;
+    Ok(client)
+}
+
 /// Pauses before each reconnect attempt of one write.
 const RECONNECT_PAUSES: [Duration; 5] = [
     Duration::from_millis(0),
@@ -38,7 +49,7 @@ impl PostgresSink {
     /// # Errors
     /// [`AuditError::Sink`] when the server cannot be reached.
     pub fn connect(url: &str, table: &str) -> Result<Self, AuditError> {
-        let mut client = Client::connect(url, NoTls).map_err(err)?;
+        let mut client = open(url).map_err(err)?;
         client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
@@ -53,6 +64,18 @@ impl PostgresSink {
             table: table.to_owned(),
             url: url.to_owned(),
         })
+    }
+
+    /// The value of the setting `name` in this sink's session.
+    ///
+    /// # Errors
+    /// When the server refuses.
+    pub fn setting(&mut self, name: &str) -> Result<String, AuditError> {
+        let row = self
+            .client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .map_err(err)?;
+        Ok(row.get(0))
     }
 
     /// The server process serving this sink's connection (tests cut it).
@@ -132,7 +155,7 @@ impl AuditSink for PostgresSink {
         for pause in RECONNECT_PAUSES {
             tracing::warn!(error = %failure, retry_in_ms = pause.as_millis() as u64, "audit sink postgres: connection lost, reconnecting");
             std::thread::sleep(pause);
-            match Client::connect(&self.url, NoTls) {
+            match open(&self.url) {
                 Ok(client) => self.client = client,
                 Err(e) => {
                     failure = e.to_string();

@@ -23,10 +23,13 @@ impl SqliteSink {
     /// [`AuditError::Sink`] when the file cannot be opened.
     pub fn open(path: &Path, table: &str) -> Result<Self, AuditError> {
         let conn = Connection::open(path).map_err(err)?;
-        // WAL with NORMAL sync: the journal is the durable copy; a crash loses at most the
-        // newest audit rows, which the next start writes again from the journal.
+        // WAL with FULL sync: a commit is on disk when it returns. The trail reports what
+        // it wrote as written, and journal segments are deleted behind it; with NORMAL a
+        // power loss could drop commits whose records the journal no longer has. The
+        // trail commits once per `audit.flush_interval_ms`, so this is an fsync per
+        // interval, not per order.
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS {table} (
                lsn INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, time_nanos INTEGER NOT NULL,
                kind TEXT NOT NULL, account TEXT NOT NULL, order_id TEXT NOT NULL,

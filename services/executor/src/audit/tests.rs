@@ -69,6 +69,12 @@ fn the_sqlite_sink_keeps_the_chain_and_verify_finds_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite");
     let mut sink = SqliteSink::open(&path, "execbridge_audit").unwrap();
+    // FULL (2): a commit is durable before the trail calls it written.
+    let synchronous: i64 = sink
+        .connection()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(synchronous, 2);
     sink.write(&chained(4)).unwrap();
     assert_eq!(sink.last().unwrap().map(|l| l.0), Some(4));
     let target = path.to_str().unwrap();
@@ -92,7 +98,15 @@ fn the_postgres_sink_against_the_real_server() {
         return;
     };
     let table = format!("audit_test_{}", std::process::id());
-    let mut sink = PostgresSink::connect(&url, &table).unwrap();
+    // A server or URL default of asynchronous commits does not reach the sink's session.
+    let lax = if url.contains("://") {
+        let join = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{join}options=-c%20synchronous_commit%3Doff")
+    } else {
+        format!("{url} options='-c synchronous_commit=off'")
+    };
+    let mut sink = PostgresSink::connect(&lax, &table).unwrap();
+    assert_eq!(sink.setting("synchronous_commit").unwrap(), "on");
     sink.write(&chained(3)).unwrap();
     assert_eq!(sink.last().unwrap().map(|l| l.0), Some(3));
     assert_eq!(
