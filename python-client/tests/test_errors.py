@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -18,8 +20,10 @@ from execbridge import (
     InvalidArgument,
     NO_RETRY,
     NotFound,
+    OrderRequest,
     PermissionDenied,
     ResourceExhausted,
+    Side,
     Unauthenticated,
     Unavailable,
     UnknownError,
@@ -28,7 +32,7 @@ from execbridge import (
 from execbridge._proto.v1 import execution_service_pb2 as svc_pb
 from execbridge._proto.v1 import execution_service_pb2_grpc as svc_grpc
 
-from .conftest import Server, abort_with, rich_status
+from .conftest import Server, abort_with, proto_order, rich_status
 
 
 @pytest.mark.parametrize(
@@ -143,3 +147,79 @@ async def test_from_rpc_error_is_usable_on_raw_generated_stub_calls(server: Serv
             await stub.GetOrder(svc_pb.GetOrderRequest(account="a", order_id="x"))
     error = from_rpc_error(caught.value)
     assert isinstance(error, Aborted) and error.reason == "CONFLICT"
+
+
+def test_a_send_the_local_grpc_core_refused_on_an_ending_stream_is_unavailable() -> None:
+    # As grpc-python reports it (grpc/grpc#36066): no server sent this status.
+    local = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details="Internal error from Core",
+        debug_error_string='Failed "execute_batch": (<grpc._cython.cygrpc.SendMessageOperation object>,)',
+    )
+    error = from_rpc_error(local)
+    assert type(error) is Unavailable and error.code is grpc.StatusCode.UNAVAILABLE
+    assert "send them again" in error.message
+    # An INTERNAL the server sent stays INTERNAL.
+    sent = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details="Internal error from Core",
+        debug_error_string="UNKNOWN:Error received from peer ipv4:127.0.0.1:5 {grpc_status:13}",
+    )
+    assert type(from_rpc_error(sent)) is Internal
+
+
+async def test_a_batch_stream_the_server_ends_unavailable_while_orders_are_sent_fails_unavailable(
+    server: Server,
+) -> None:
+    """The server ends the stream while the client is still writing. About half the time
+    the write loses the race and grpc-python replaces the server's status with a local
+    INTERNAL; the client must still report UNAVAILABLE, the status its user can act on."""
+
+    async def ending(requests: Any, context: Any) -> AsyncIterator[svc_pb.SubmitOrdersResponse]:
+        answered = 0
+        async for request in requests:
+            yield svc_pb.SubmitOrdersResponse(
+                batch_id=request.batch_id,
+                results=[
+                    svc_pb.OrderResult(
+                        index=i,
+                        client_order_id=o.client_order_id,
+                        order=proto_order(client_order_id=o.client_order_id),
+                    )
+                    for i, o in enumerate(request.orders)
+                ],
+            )
+            answered += 1
+            if answered == 3:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
+
+    def endless() -> Iterator[OrderRequest]:
+        n = 0
+        while True:
+            n += 1
+            yield OrderRequest.market(
+                account="a", symbol="BTC-USDT", side=Side.BUY, quantity="1", client_order_id=f"c{n}"
+            )
+
+    server.execution.submit_orders = ending
+    outcomes: Counter[str] = Counter()
+    refused = "Unavailable (send refused)"
+    async with ExecutionClient.connect(server.target, retry=NO_RETRY, stream_retry=NO_RETRY) as client:
+        # One stream in a few dozen loses the race here: run until three did (at most 3,000).
+        for _ in range(3000):
+            try:
+                async for _result in client.submit_orders(endless(), max_batch=1):
+                    pass
+                outcomes["ended without error"] += 1
+            except ExecbridgeError as error:
+                lost = "its status was lost" in error.message
+                outcomes[f"{type(error).__name__}{' (send refused)' if lost else ''}"] += 1
+            if outcomes[refused] >= 3:
+                break
+    print(f"stream outcomes: {dict(outcomes)}")
+    assert set(outcomes) <= {"Unavailable", refused}, outcomes
+    assert outcomes[refused] >= 1, f"no stream lost the race in {outcomes.total()} tries: {outcomes}"

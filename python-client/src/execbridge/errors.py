@@ -357,14 +357,36 @@ def error_for_code(
     )
 
 
+#: How grpc-python's debug text starts when the local gRPC core refused to send a message
+#: on a stream that was already ending (grpc/grpc#36066): it then reports INTERNAL
+#: "Internal error from Core" for the whole call, and the status the server ended the
+#: stream with is lost.
+_LOCAL_SEND_FAILURE = 'Failed "execute_batch"'
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> ExecbridgeError:
     """Translate a failed gRPC call into the matching :class:`ExecbridgeError` (returned).
 
     Reads the rich status details from the ``grpc-status-details-bin`` trailer. Details
     that cannot be decoded are ignored rather than raised: classifying an error must not
     fail, and the status code alone still classifies it.
+
+    A stream that ended while the client was sending on it (a server shutting down, a
+    connection closed) is :class:`Unavailable`, although grpc-python reports it as a local
+    INTERNAL error: no server said INTERNAL, the requests not yet answered are unknown, and
+    sending them again on a new stream is the recovery (orders are idempotent by
+    ``client_order_id``). Were the lost status a final one, the new stream gets it again.
     """
     code = error.code()
+    if code is grpc.StatusCode.INTERNAL and (error.debug_error_string() or "").startswith(
+        _LOCAL_SEND_FAILURE
+    ):
+        return Unavailable(
+            "the stream ended while a message was being sent on it; its status was lost "
+            "(the local gRPC library reports INTERNAL). Requests not yet answered are "
+            "unknown: send them again",
+            code=grpc.StatusCode.UNAVAILABLE,
+        )
     message = error.details() or ""
     details = _status_details(error.trailing_metadata())
     reason: str | None = None
