@@ -40,8 +40,9 @@ run: build venv ## Run all three services on loopback until Ctrl-C (the embedded
 
 test: proto-lint proto-breaking test-rust test-python test-e2e test-observability test-deploy ## Everything CI runs.
 
-test-rust: ## Rust unit and integration tests.
+test-rust: ## Rust unit and integration tests (and the optional QuestDB audit sink's).
 	$(CARGO) test --locked --workspace
+	$(CARGO) test --locked -p execbridge-executor --features questdb --lib audit::tests::the_questdb_sink
 
 test-python: venv ## Python client unit tests and mypy --strict.
 	$(PY) -m mypy --strict python-client/src/execbridge

@@ -69,7 +69,11 @@ impl AuditSink for QuestdbSink {
                 .map_err(err)?;
         }
         self.sender.flush(&mut self.buffer).map_err(err)?;
-        std::fs::write(&self.state, format!("{} {}\n", last.lsn, last.hash)).map_err(err)
+        // Replaced whole (a temporary file renamed over it), so a kill mid-write leaves the
+        // old state or the new one, never a torn file the next start cannot read.
+        let next = self.state.with_extension("tmp");
+        std::fs::write(&next, format!("{} {}\n", last.lsn, last.hash)).map_err(err)?;
+        std::fs::rename(&next, &self.state).map_err(err)
     }
 
     fn read_all(&mut self) -> Result<Vec<AuditEntry>, AuditError> {

@@ -180,6 +180,14 @@ fn the_questdb_sink_sends_line_protocol_rows() {
         QuestdbSink::connect(&addr, "execbridge_audit", &dir.path().join("state")).unwrap();
     sink.write(&chained(2)).unwrap();
     assert_eq!(sink.last().unwrap().map(|l| l.0), Some(2));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state")).unwrap(),
+        format!("2 {}\n", chained(2)[1].hash)
+    );
+    assert!(
+        !dir.path().join("state.tmp").exists(),
+        "the state is renamed into place"
+    );
     drop(sink);
     let text = reader.join().unwrap();
     let lines: Vec<&str> = text.lines().collect();
