@@ -149,35 +149,32 @@ async def test_from_rpc_error_is_usable_on_raw_generated_stub_calls(server: Serv
     assert isinstance(error, Aborted) and error.reason == "CONFLICT"
 
 
-def test_a_send_the_local_grpc_core_refused_on_an_ending_stream_is_unavailable() -> None:
-    # As grpc-python reports it (grpc/grpc#36066): no server sent this status.
-    local = grpc.aio.AioRpcError(
+def internal(debug_error_string: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
         grpc.StatusCode.INTERNAL,
         grpc.aio.Metadata(),
         grpc.aio.Metadata(),
         details="Internal error from Core",
-        debug_error_string='Failed "execute_batch": (<grpc._cython.cygrpc.SendMessageOperation object>,)',
+        debug_error_string=debug_error_string,
     )
-    error = from_rpc_error(local)
+
+
+def test_a_send_the_local_grpc_core_refused_on_an_ending_stream_is_unavailable() -> None:
+    # As grpc-python reports it (grpc/grpc#36066): no server sent this status.
+    error = from_rpc_error(internal('Failed "execute_batch": (<grpc._cython.cygrpc.SendMessageOperation object>,)'))
     assert type(error) is Unavailable and error.code is grpc.StatusCode.UNAVAILABLE
     assert "send them again" in error.message
     # An INTERNAL the server sent stays INTERNAL.
-    sent = grpc.aio.AioRpcError(
-        grpc.StatusCode.INTERNAL,
-        grpc.aio.Metadata(),
-        grpc.aio.Metadata(),
-        details="Internal error from Core",
-        debug_error_string="UNKNOWN:Error received from peer ipv4:127.0.0.1:5 {grpc_status:13}",
-    )
+    sent = internal("UNKNOWN:Error received from peer ipv4:127.0.0.1:5 {grpc_status:13}")
     assert type(from_rpc_error(sent)) is Internal
 
 
 async def test_a_batch_stream_the_server_ends_unavailable_while_orders_are_sent_fails_unavailable(
     server: Server,
 ) -> None:
-    """The server ends the stream while the client is still writing. About half the time
-    the write loses the race and grpc-python replaces the server's status with a local
-    INTERNAL; the client must still report UNAVAILABLE, the status its user can act on."""
+    """The server ends the stream while the client is still writing. Sometimes the write
+    loses the race and grpc-python replaces the server's status with a local INTERNAL; the
+    client must still report UNAVAILABLE, the status its user can act on."""
 
     async def ending(requests: Any, context: Any) -> AsyncIterator[svc_pb.SubmitOrdersResponse]:
         answered = 0

@@ -385,12 +385,13 @@ impl Snapshots {
                 loop {
                     let target = durable.borrow().lsn;
                     let audit_now = audited.as_ref().map(|a| a.load(Ordering::Acquire));
+                    let mark = audit_now.unwrap_or(u64::MAX);
                     if target >= last.saturating_add(every) && Instant::now() >= retry_at {
                         match take(&dir, fresh(), target, audit_now) {
                             Ok(lsn) => {
                                 last = lsn;
                                 pause = FIRST_RETRY_PAUSE;
-                                pruned_for = Some(audit_now.unwrap_or(u64::MAX));
+                                pruned_for = Some(mark);
                             }
                             Err(e) => {
                                 // The journal still has everything: the next try starts over.
@@ -400,9 +401,7 @@ impl Snapshots {
                                 pause = (pause * 2).min(MAX_RETRY_PAUSE);
                             }
                         }
-                    } else if last > 0
-                        && pruned_for.is_none_or(|p| audit_now.unwrap_or(u64::MAX) > p)
-                    {
+                    } else if last > 0 && pruned_for.is_none_or(|p| mark > p) {
                         // Segments the trail held back at the last snapshot go once it
                         // has written them, not at the next snapshot, which may be far
                         // off when orders stop. Also once at start, after a kill between
@@ -415,7 +414,7 @@ impl Snapshots {
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot delete journal segments"),
                         }
-                        pruned_for = Some(audit_now.unwrap_or(u64::MAX));
+                        pruned_for = Some(mark);
                     }
                     match stopped.recv_timeout(CHECK_EVERY) {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
