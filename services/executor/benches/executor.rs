@@ -23,7 +23,7 @@ use execbridge_api::internal::v1::executor_service_client::ExecutorServiceClient
 use execbridge_api::v1;
 use execbridge_executor::ExecutorConfig;
 use execbridge_executor::config::AuditSinkKind;
-use execbridge_executor::engine::Engine;
+use execbridge_executor::engine::{Engine, Replayed};
 use execbridge_executor::journal::{self, AfterSync, Entry, Journal};
 use execbridge_executor::paper::Quote;
 use execbridge_executor::shard::Shard;
@@ -344,13 +344,13 @@ fn replay() {
     );
     let t = Instant::now();
     let mut n = 0u64;
-    journal::replay(dir.path(), false, |_| {
+    journal::replay_records(dir.path(), 1, false, |_: Replayed| {
         n += 1;
         Ok(())
     })
     .unwrap();
     println!(
-        "journal read + CRC + decode of {n} events: {:.2}s",
+        "journal read + CRC + decode of {n} events, as a start decodes them: {:.2}s",
         t.elapsed().as_secs_f64()
     );
     let mut config = ExecutorConfig::default();

@@ -332,8 +332,9 @@ impl Default for AuditConfig {
 pub struct ShardConfig {
     /// Shard id: prefixes order ids and names the update sequence.
     pub id: String,
-    /// Order updates kept in memory for subscribers that resume (older ones are read
-    /// back from the journal).
+    /// Order updates kept in memory, of those published since the start, for
+    /// subscribers that resume (older ones, and those a start replayed, are read back
+    /// from the journal).
     pub updates_retained: usize,
     /// Cancel every working order when the executor shuts down.
     pub cancel_on_shutdown: bool,

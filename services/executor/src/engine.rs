@@ -24,11 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use execbridge_api::convert::{
-    self, account_risk_from_proto, account_risk_to_proto, decimal, fill_from_proto, fill_to_proto,
-    order_request_from_proto, order_to_proto, reject_reason_from_proto, timestamp,
+    account_risk_to_proto, decimal, fill_to_proto, order_to_proto, timestamp,
 };
-use execbridge_api::internal::v1::journal_record::Entry as RecordEntry;
-use execbridge_api::internal::v1::{AdminChange, JournalRecord};
+use execbridge_api::internal::v1::AdminChange;
 use execbridge_api::v1;
 use execbridge_domain::risk::{self, AccountRisk, Exposure, RiskLimits, TradingState};
 use execbridge_domain::{
@@ -44,9 +42,11 @@ use crate::paper::{self, Book, Quote, Step};
 use crate::venue::{PaperVenue, Received};
 
 mod history;
+mod replayed;
 
 pub use history::Retention;
 use history::{Forgotten, ForgottenState, Slots};
+pub use replayed::{Change, Replayed};
 
 /// The books the paper venue matches against, by venue then symbol: looked up by `&str`
 /// without building a key, and shared (`Arc`) so an order takes its book without copying
@@ -1734,107 +1734,87 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::Replay`] when the record does not fit the state so far.
-    pub fn replay(&mut self, record: &JournalRecord) -> Result<(), EngineError> {
+    pub fn replay(&mut self, record: Replayed) -> Result<(), EngineError> {
         let lsn = record.lsn;
         let bad = |reason: String| EngineError::Replay { lsn, reason };
         if lsn != self.lsn + 1 {
             return Err(bad(format!("expected lsn {}", self.lsn + 1)));
         }
-        let now = record
-            .time
-            .as_ref()
-            .and_then(convert::system_time)
-            .unwrap_or(UNIX_EPOCH);
-        match &record.entry {
-            Some(RecordEntry::Update(u)) => self.replay_update(u, now).map_err(bad)?,
-            Some(RecordEntry::Admin(change)) => {
-                let risk = change.risk.as_ref().ok_or_else(|| bad("no risk".into()))?;
-                let settings = account_risk_from_proto(risk)
-                    .map_err(|v| bad(format!("{} bad fields", v.len())))?;
-                self.risk.insert(risk.account.clone(), settings);
+        match record.change {
+            Change::Accepted {
+                sequence,
+                order_id,
+                request,
+                created_at,
+            } => self
+                .replay_accepted(sequence, order_id, request, created_at, record.time)
+                .map_err(bad)?,
+            Change::Event {
+                sequence,
+                order_id,
+                event,
+            } => self
+                .replay_event(sequence, &order_id, &event, record.time)
+                .map_err(bad)?,
+            Change::Risk { account, settings } => {
+                self.risk.insert(account, settings);
             }
-            None => return Err(bad("empty record".into())),
         }
         self.lsn = lsn;
         Ok(())
     }
 
-    fn replay_update(&mut self, u: &v1::OrderUpdate, now: SystemTime) -> Result<(), String> {
-        if u.sequence != self.sequence + 1 {
-            return Err(format!("sequence {} after {}", u.sequence, self.sequence));
+    fn replay_accepted(
+        &mut self,
+        sequence: u64,
+        order_id: OrderId,
+        request: OrderRequest,
+        created_at: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Result<(), String> {
+        if sequence != self.sequence + 1 {
+            return Err(format!("sequence {sequence} after {}", self.sequence));
         }
-        let order = u.order.as_ref().ok_or("an update without an order")?;
-        let kind = v1::OrderEventType::try_from(u.event).map_err(|e| e.to_string())?;
-        if kind == v1::OrderEventType::Accepted {
-            let request = order
-                .request
-                .as_ref()
-                .ok_or("an accepted order without a request")?;
-            let request = order_request_from_proto(request, "")
-                .map_err(|v| format!("request: {} bad fields", v.len()))?;
-            let order_id =
-                OrderId::new_checked(order.order_id.as_str()).map_err(|e| e.to_string())?;
-            let idx = self.orders.len();
-            let key = (request.account.clone(), request.client_order_id.clone());
-            self.ensure_account(request.account.as_str());
-            // The live path dropped expired keys before checking the id (same time).
-            self.forgotten
-                .expire(now, self.retention.idempotency_window);
-            self.forget_finished();
-            self.sequence = u.sequence;
-            let created = order
-                .created_at
-                .as_ref()
-                .and_then(convert::system_time)
-                .unwrap_or(now);
-            self.orders.push(Box::new(Held {
-                order: Order::new(order_id.clone(), request, created, u.sequence),
-                fills: Vec::new(),
-            }));
-            self.by_id.insert(order_id.as_str().to_owned(), idx);
-            self.by_client.insert(key, idx);
-            self.set_open(idx, true);
-            return Ok(());
+        let idx = self.orders.len();
+        let key = (request.account.clone(), request.client_order_id.clone());
+        self.ensure_account(request.account.as_str());
+        // The live path dropped expired keys before checking the id (same time).
+        self.forgotten
+            .expire(now, self.retention.idempotency_window);
+        self.forget_finished();
+        self.sequence = sequence;
+        self.by_id.insert(order_id.as_str().to_owned(), idx);
+        self.orders.push(Box::new(Held {
+            order: Order::new(order_id, request, created_at.unwrap_or(now), sequence),
+            fills: Vec::new(),
+        }));
+        self.by_client.insert(key, idx);
+        self.set_open(idx, true);
+        Ok(())
+    }
+
+    fn replay_event(
+        &mut self,
+        sequence: u64,
+        order_id: &str,
+        event: &OrderEvent,
+        now: SystemTime,
+    ) -> Result<(), String> {
+        if sequence != self.sequence + 1 {
+            return Err(format!("sequence {sequence} after {}", self.sequence));
         }
         let idx = *self
             .by_id
-            .get(&order.order_id)
-            .ok_or_else(|| format!("unknown order {}", order.order_id))?;
-        let event = match kind {
-            v1::OrderEventType::Acknowledged => {
-                self.venue.observe_venue_order_id(&order.venue_order_id);
-                OrderEvent::Acknowledged {
-                    venue_order_id: order.venue_order_id.clone(),
-                }
+            .get(order_id)
+            .ok_or_else(|| format!("unknown order {order_id}"))?;
+        match event {
+            OrderEvent::Acknowledged { venue_order_id } => {
+                self.venue.observe_venue_order_id(venue_order_id);
             }
-            v1::OrderEventType::Filled => {
-                let fill = u
-                    .fill
-                    .as_ref()
-                    .and_then(fill_from_proto)
-                    .ok_or("a fill update without a valid fill")?;
-                self.venue.observe_trade_id(&fill.trade_id);
-                OrderEvent::Fill(fill)
-            }
-            v1::OrderEventType::Rejected => OrderEvent::Rejected {
-                reason: v1::RejectReason::try_from(order.reject_reason)
-                    .ok()
-                    .and_then(reject_reason_from_proto)
-                    .unwrap_or(RejectReason::VenueRejected),
-                message: order.reject_message.clone(),
-            },
-            v1::OrderEventType::Unknown => OrderEvent::Unknown {
-                message: order.reject_message.clone(),
-            },
-            v1::OrderEventType::CancelRequested => OrderEvent::CancelRequested,
-            v1::OrderEventType::Canceled => OrderEvent::Canceled,
-            v1::OrderEventType::Expired => OrderEvent::Expired,
-            v1::OrderEventType::Triggered => OrderEvent::Triggered,
-            v1::OrderEventType::Accepted | v1::OrderEventType::Unspecified => {
-                return Err(format!("event {kind:?}"));
-            }
-        };
-        match self.apply_state(idx, &event, now, u.sequence) {
+            OrderEvent::Fill(fill) => self.venue.observe_trade_id(&fill.trade_id),
+            _ => {}
+        }
+        match self.apply_state(idx, event, now, sequence) {
             Ok(true) => Ok(()),
             Ok(false) => Err("a repeated fill was journaled".into()),
             Err(e) => Err(e.to_string()),

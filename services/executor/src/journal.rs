@@ -262,11 +262,29 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, JournalError> {
 /// Records decoded per message between the reading and the applying thread of a replay.
 const REPLAY_CHUNK: usize = 4096;
 
+/// A record as replay hands it over: decoded from a frame's body on the reading thread.
+pub trait Record: Send + Sized {
+    /// Decodes a record's body (the frame's payload).
+    ///
+    /// # Errors
+    /// Why the body is not a record.
+    fn decode(body: &[u8]) -> Result<Self, String>;
+    /// Its log sequence number.
+    fn lsn(&self) -> u64;
+}
+
+impl Record for JournalRecord {
+    fn decode(body: &[u8]) -> Result<Self, String> {
+        <Self as Message>::decode(body).map_err(|e| e.to_string())
+    }
+
+    fn lsn(&self) -> u64 {
+        self.lsn
+    }
+}
+
 /// Reads every record of `dir` in order, calling `each` with it. A torn tail of the last
 /// segment is cut off (`truncate`) or ignored; damage elsewhere is an error.
-///
-/// Reading, checksums and protobuf decoding run on a thread of their own, a chunk of
-/// records ahead of `each` (which runs on the calling thread), so a start uses two cores.
 ///
 /// Returns the last LSN read (0 for an empty journal).
 ///
@@ -275,49 +293,60 @@ const REPLAY_CHUNK: usize = 4096;
 pub fn replay(
     dir: &Path,
     truncate: bool,
-    mut each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
+    each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
-    replay_recycling(dir, truncate, |record, _: &mut Vec<()>| each(record))
+    replay_records(dir, 1, truncate, each)
 }
 
-/// [`replay`] for a caller that keeps records and lets older ones go: whatever `each`
-/// puts in its bin is dropped on the reading thread, a chunk later.
+/// [`replay`] of the records with LSN `from` and later, decoded as `R`. Segments that end
+/// before `from` are not read, and the records before it in the first segment read are
+/// checked but not decoded.
 ///
-/// Freed on the thread that allocated it, that memory is reused at once for the records
-/// decoded next, instead of the allocator handing out fresh pages (each a page fault and
-/// a zeroing) while the applying thread frees across threads, the slower of the two paths.
-/// The applying thread is the bottleneck of a replay, so its frees move to the reader.
+/// Reading, checksums and decoding run on a thread of their own, a chunk of records ahead
+/// of `each` (which runs on the calling thread), so a start uses two cores; a record type
+/// that does its conversions in [`Record::decode`] moves them off the applying thread.
+///
+/// Returns the last LSN read (0 when none is at or after `from`).
 ///
 /// # Errors
 /// As [`replay`].
-pub fn replay_recycling<G: Send>(
-    dir: &Path,
-    truncate: bool,
-    each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
-) -> Result<u64, JournalError> {
-    replay_recycling_from(dir, 1, truncate, each)
-}
-
-/// [`replay_recycling`] of the records with LSN `from` and later (a start after a
-/// snapshot): segments that end before `from` are not read.
-///
-/// # Errors
-/// As [`replay`].
-pub fn replay_recycling_from<G: Send>(
+pub fn replay_records<R: Record>(
     dir: &Path,
     from: u64,
     truncate: bool,
-    mut each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
+    each: impl FnMut(R) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
-    let mut last = 0;
-    replay_files(segments_from(dir, from)?, truncate, |record, bin| {
-        if record.lsn < from {
-            return Ok(());
+    replay_files(segments_from(dir, from)?, from, truncate, each)
+}
+
+fn replay_files<R: Record>(
+    files: Vec<PathBuf>,
+    from: u64,
+    truncate: bool,
+    mut each: impl FnMut(R) -> Result<(), JournalError>,
+) -> Result<u64, JournalError> {
+    let (tx, rx) = mpsc::sync_channel::<Vec<R>>(4);
+    thread::scope(|scope| {
+        let reader = scope.spawn(move || read_segments(&files, from, truncate, &tx));
+        let mut last = 0;
+        let mut applied: Result<(), JournalError> = Ok(());
+        'chunks: for chunk in rx {
+            for record in chunk {
+                last = record.lsn();
+                applied = each(record);
+                if applied.is_err() {
+                    // Dropping the receiver stops the reader at its next chunk.
+                    break 'chunks;
+                }
+            }
         }
-        last = record.lsn;
-        each(record, bin)
-    })?;
-    Ok(last)
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(JournalError::Failed("the journal reader panicked".into())));
+        applied?;
+        read?;
+        Ok(last)
+    })
 }
 
 /// The segments of `dir` that may hold records with LSN `from` or later: those that end
@@ -354,54 +383,27 @@ pub fn first_lsn_of(path: &Path) -> Option<u64> {
 pub fn replay_from(
     dir: &Path,
     from: u64,
-    mut each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
+    each: impl FnMut(JournalRecord) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
-    replay_recycling_from(dir, from, false, |record, _: &mut Vec<()>| each(record))
+    replay_records(dir, from, false, each)
 }
 
-fn replay_files<G: Send>(
-    files: Vec<PathBuf>,
-    truncate: bool,
-    mut each: impl FnMut(JournalRecord, &mut Vec<G>) -> Result<(), JournalError>,
-) -> Result<u64, JournalError> {
-    let (tx, rx) = mpsc::sync_channel::<Vec<JournalRecord>>(4);
-    let (bins, bins_rx) = mpsc::channel::<Vec<G>>();
-    thread::scope(|scope| {
-        let reader = scope.spawn(move || read_segments(&files, truncate, &tx, &bins_rx));
-        let mut applied: Result<(), JournalError> = Ok(());
-        for chunk in rx {
-            let mut bin = Vec::new();
-            for record in chunk {
-                applied = each(record, &mut bin);
-                if applied.is_err() {
-                    break;
-                }
-            }
-            if !bin.is_empty() {
-                // Once the reader has finished (or failed), the send fails and the bin is
-                // dropped here instead.
-                let _ = bins.send(bin);
-            }
-            if applied.is_err() {
-                // Dropping the receiver stops the reader at its next chunk.
-                break;
-            }
-        }
-        let read = reader
-            .join()
-            .unwrap_or_else(|_| Err(JournalError::Failed("the journal reader panicked".into())));
-        applied?;
-        read
-    })
+/// The LSN of a record's body without decoding it: [`Entry::encode`] writes it first
+/// (field 1, a varint). `None` for a body that starts otherwise.
+fn peek_lsn(body: &[u8]) -> Option<u64> {
+    let (&tag, mut rest) = body.split_first()?;
+    (tag == 0x08)
+        .then(|| prost::encoding::decode_varint(&mut rest).ok())
+        .flatten()
 }
 
-/// The reading half of [`replay_recycling`]: sends decoded records in chunks and drops
-/// the bins that come back; returns the last LSN.
-fn read_segments<G>(
+/// The reading half of [`replay_records`]: sends the records with LSN `from` and later,
+/// decoded, in chunks; returns the last LSN read.
+fn read_segments<R: Record>(
     files: &[PathBuf],
+    from: u64,
     truncate: bool,
-    tx: &mpsc::SyncSender<Vec<JournalRecord>>,
-    bins: &mpsc::Receiver<Vec<G>>,
+    tx: &mpsc::SyncSender<Vec<R>>,
 ) -> Result<u64, JournalError> {
     let mut last = 0;
     let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
@@ -456,19 +458,24 @@ fn read_segments<G>(
                 }
                 Err(reason) => return Err(damage(reason)),
             };
-            let record = JournalRecord::decode(body).map_err(|e| damage(e.to_string()))?;
-            if record.lsn != last + 1 && last != 0 {
+            // Records before `from` (the head of the first segment) are not decoded.
+            let (lsn, record) = match peek_lsn(body) {
+                Some(lsn) if lsn < from => (lsn, None),
+                _ => {
+                    let record = R::decode(body).map_err(&damage)?;
+                    (record.lsn(), Some(record))
+                }
+            };
+            if lsn != last + 1 && last != 0 {
                 return Err(damage(format!(
-                    "lsn {} follows {last}: records are missing",
-                    record.lsn
+                    "lsn {lsn} follows {last}: records are missing"
                 )));
             }
-            last = record.lsn;
-            chunk.push(record);
+            last = lsn;
+            if let Some(record) = record.filter(|r| r.lsn() >= from) {
+                chunk.push(record);
+            }
             if chunk.len() == REPLAY_CHUNK {
-                while let Ok(bin) = bins.try_recv() {
-                    drop(bin);
-                }
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(REPLAY_CHUNK));
                 if tx.send(full).is_err() {
                     // The applying side stopped on an error of its own, which it reports.

@@ -33,7 +33,7 @@ use execbridge_runtime::{Shutdown, otel_child_span};
 use tracing::Instrument as _;
 
 use crate::config::ExecutorConfig;
-use crate::engine::{Actor, Begin, Engine, EngineError, OrderRef, Submitted};
+use crate::engine::{Actor, Begin, Engine, EngineError, OrderRef, Replayed, Submitted};
 use crate::journal::{self, AfterSync, Entry, Journal, JournalError, Payload, Ticket};
 use crate::updates::{Subscription, Updates};
 use crate::venue::PaperVenue;
@@ -161,28 +161,26 @@ impl Shard {
             Some(checkpoint) => {
                 let lsn = checkpoint.lsn;
                 engine.restore(checkpoint)?;
-                updates.resume_at(engine.last_sequence());
                 tracing::info!(lsn, "state restored from a snapshot");
                 lsn
             }
             None => 0,
         };
         let mut records = 0;
-        // Updates that leave the retained window go back to the reading thread to be freed.
-        let tail = journal::replay_recycling_from(&dir, snapshot_lsn + 1, true, |record, bin| {
-            engine.replay(&record).map_err(|e| JournalError::Corrupt {
+        let tail = journal::replay_records(&dir, snapshot_lsn + 1, true, |record: Replayed| {
+            let lsn = record.lsn;
+            engine.replay(record).map_err(|e| JournalError::Corrupt {
                 path: dir.display().to_string(),
-                offset: record.lsn,
+                offset: lsn,
                 reason: e.to_string(),
             })?;
-            if let Some(execbridge_api::internal::v1::journal_record::Entry::Update(u)) =
-                record.entry
-            {
-                bin.extend(updates.restore(Arc::new(u)));
-            }
             records += 1;
             Ok(())
         })?;
+        // The stream goes on after the replayed updates. A subscriber resuming from one of
+        // them reads it back from the journal (whole, unlike replay, which decodes only
+        // what state needs); memory holds those published from now on.
+        updates.resume_at(engine.last_sequence());
         let last_lsn = tail.max(snapshot_lsn);
         if snapshot_lsn > 0 {
             engine.drop_venue_records_of_forgotten_orders();

@@ -46,7 +46,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Checkpoint, Engine};
+use crate::engine::{Checkpoint, Engine, Replayed};
 use crate::journal::{self, Durable, JournalError};
 
 /// Snapshots kept: the newest, and one to fall back on.
@@ -296,11 +296,12 @@ pub fn take(
         engine.restore(checkpoint).map_err(|e| damage(lsn, &e))?;
     }
     let from = engine.last_lsn() + 1;
-    journal::replay_from(dir, from, |record| {
+    journal::replay_records(dir, from, false, |record: Replayed| {
         if record.lsn > target {
             return Ok(());
         }
-        engine.replay(&record).map_err(|e| damage(record.lsn, &e))
+        let lsn = record.lsn;
+        engine.replay(record).map_err(|e| damage(lsn, &e))
     })?;
     if engine.last_lsn() != target {
         return Err(damage(

@@ -72,22 +72,8 @@ impl Updates {
         let _ = self.tx.send(update);
     }
 
-    /// Records a replayed update (at start, before any subscriber); returns the update
-    /// that no longer fits the window, for the caller to drop where it suits.
-    pub fn restore(&self, update: Arc<v1::OrderUpdate>) -> Option<Arc<v1::OrderUpdate>> {
-        let mut inner = self.lock();
-        inner.last = update.sequence;
-        let evicted = if inner.retained.len() == self.retain {
-            inner.retained.pop_front()
-        } else {
-            None
-        };
-        inner.retained.push_back(update);
-        evicted
-    }
-
-    /// Starts the stream after `sequence` (the state came from a snapshot: the updates up
-    /// to it are in the journal, or gone with its deleted segments).
+    /// Starts the stream after `sequence`, the last one a start replayed: the updates up to
+    /// it are in the journal (or gone with segments deleted behind a snapshot).
     pub fn resume_at(&self, sequence: u64) {
         let mut inner = self.lock();
         inner.last = inner.last.max(sequence);

@@ -265,16 +265,25 @@ fn without_a_price_the_order_is_rejected_with_a_reason() {
     );
 }
 
-fn records(live: &mut Engine) -> Vec<JournalRecord> {
+/// The outbox as a start reads it back: each entry encoded as the journal record it
+/// becomes, and decoded the way replay decodes it.
+fn records(live: &mut Engine) -> Vec<Replayed> {
+    use crate::journal::Record as _;
+    use execbridge_api::internal::v1::JournalRecord;
+    use execbridge_api::internal::v1::journal_record::Entry as RecordEntry;
+    use prost::Message as _;
     live.take_outbox()
         .into_iter()
-        .map(|entry| JournalRecord {
-            lsn: entry.lsn,
-            time: Some(entry.time),
-            entry: Some(match entry.payload {
-                Payload::Update(u) => RecordEntry::Update((*u).clone()),
-                Payload::Admin(a) => RecordEntry::Admin((*a).clone()),
-            }),
+        .map(|entry| {
+            let record = JournalRecord {
+                lsn: entry.lsn,
+                time: Some(entry.time),
+                entry: Some(match entry.payload {
+                    Payload::Update(u) => RecordEntry::Update((*u).clone()),
+                    Payload::Admin(a) => RecordEntry::Admin((*a).clone()),
+                }),
+            };
+            Replayed::decode(&record.encode_to_vec()).unwrap()
         })
         .collect()
 }
@@ -282,7 +291,7 @@ fn records(live: &mut Engine) -> Vec<JournalRecord> {
 fn replayed(live: &mut Engine) -> Engine {
     let mut copy = Engine::in_memory("s0", PaperConfig::default()).with_retention(live.retention);
     for record in records(live) {
-        copy.replay(&record).unwrap();
+        copy.replay(record).unwrap();
     }
     copy
 }
@@ -299,9 +308,15 @@ fn twins(retention: Retention) -> impl Fn() -> Engine {
     }
 }
 
-fn replay_all(mut engine: Engine, records: &[JournalRecord]) -> Engine {
+/// Every order and fill as the API shows them.
+fn shown(e: &Engine) -> (Vec<Option<v1::Order>>, Vec<v1::Fill>) {
+    let orders = (0..e.orders.len()).map(|idx| e.order_at(idx)).collect();
+    (orders, e.trades(&query(100_000)).unwrap().0)
+}
+
+fn replay_all(mut engine: Engine, records: &[Replayed]) -> Engine {
     for record in records {
-        engine.replay(record).unwrap();
+        engine.replay(record.clone()).unwrap();
     }
     engine
 }
@@ -309,13 +324,13 @@ fn replay_all(mut engine: Engine, records: &[JournalRecord]) -> Engine {
 /// Replays `records` up to `split`, snapshots (through the JSON a snapshot file holds),
 /// restores a fresh engine from it and replays the rest there.
 fn replayed_through_a_snapshot(
-    records: &[JournalRecord],
+    records: &[Replayed],
     split: usize,
     fresh: &dyn Fn() -> Engine,
 ) -> Engine {
     let mut before = fresh();
     for record in &records[..split] {
-        before.replay(record).unwrap();
+        before.replay(record.clone()).unwrap();
     }
     let copied = before.checkpoint();
     let moved = before.into_checkpoint();
@@ -326,7 +341,7 @@ fn replayed_through_a_snapshot(
         .restore(serde_json::from_slice(&json).unwrap())
         .unwrap();
     for record in &records[split..] {
-        after.replay(record).unwrap();
+        after.replay(record.clone()).unwrap();
     }
     after
 }
@@ -402,6 +417,7 @@ fn replaying_the_records_rebuilds_the_same_state() {
     );
     let copy = replayed(&mut e);
     assert_eq!(copy.digest(), e.digest());
+    assert_eq!(shown(&copy), shown(&e));
     assert_eq!(
         copy.positions("acct", "").0[0].quantity,
         e.positions("acct", "").0[0].quantity
@@ -672,6 +688,8 @@ mod properties {
             }
             let copy = replayed(&mut e);
             prop_assert_eq!(copy.digest(), e.digest());
+            // What the API shows of each order and fill, field by field.
+            prop_assert_eq!(shown(&copy), shown(&e));
             let journal = records(&mut f);
             let fresh = twins(f.retention);
             let copy = replay_all(fresh(), &journal);

@@ -318,7 +318,7 @@ fn a_reader_of_the_live_journal_skips_head_segments_deleted_after_it_listed_them
     fs::remove_file(&files[1]).unwrap();
     let read = |files: Vec<PathBuf>, truncate: bool| {
         let mut seen = Vec::new();
-        replay_files(files, truncate, |r, _: &mut Vec<()>| {
+        replay_files(files, 1, truncate, |r: JournalRecord| {
             seen.push(r.lsn);
             Ok(())
         })
@@ -337,4 +337,55 @@ fn a_reader_of_the_live_journal_skips_head_segments_deleted_after_it_listed_them
     let mut middle = files[2..].to_vec();
     middle.insert(1, dir.path().join(segment_name(third + 1)));
     assert!(matches!(read(middle, false), Err(JournalError::Io { .. })));
+}
+
+/// A frame around `body`, as the writer frames a record.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn encoded(lsn: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    update(lsn).encode(&mut buf);
+    buf
+}
+
+#[test]
+fn records_before_the_start_asked_for_are_checked_for_gaps_but_not_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    // LSN 2's body carries its LSN first, as every record does, then bytes that are no
+    // protobuf (a field tag whose varint never ends); its checksum is right.
+    let mut data = encoded(1);
+    data.extend(frame(&[0x08, 2, 0xff, 0xff]));
+    for lsn in 3..=5 {
+        data.extend(encoded(lsn));
+    }
+    std::fs::write(dir.path().join(segment_name(1)), &data).unwrap();
+    let mut read = Vec::new();
+    let last = replay_from(dir.path(), 3, |r| {
+        read.push(r.lsn);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((read, last), (vec![3, 4, 5], 5));
+    // Asked for, the same record is damage, named by its place.
+    let from_one = replay_from(dir.path(), 2, |_| Ok(()));
+    let offset = encoded(1).len() as u64;
+    assert!(
+        matches!(&from_one, Err(JournalError::Corrupt { offset: o, .. }) if *o == offset),
+        "{from_one:?}"
+    );
+
+    // A record missing before the start is still found.
+    let mut gap = encoded(1);
+    gap.extend(encoded(2));
+    gap.extend(encoded(4));
+    gap.extend(encoded(5));
+    std::fs::write(dir.path().join(segment_name(1)), &gap).unwrap();
+    let err = replay_from(dir.path(), 5, |_| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("lsn 4 follows 2"), "{err}");
 }
