@@ -1740,15 +1740,18 @@ impl Engine {
         if lsn != self.lsn + 1 {
             return Err(bad(format!("expected lsn {}", self.lsn + 1)));
         }
+        if let Some(sequence) = record.change.sequence()
+            && sequence != self.sequence + 1
+        {
+            return Err(bad(format!("sequence {sequence} after {}", self.sequence)));
+        }
         match record.change {
             Change::Accepted {
                 sequence,
                 order_id,
                 request,
                 created_at,
-            } => self
-                .replay_accepted(sequence, order_id, request, created_at, record.time)
-                .map_err(bad)?,
+            } => self.replay_accepted(sequence, order_id, request, created_at, record.time),
             Change::Event {
                 sequence,
                 order_id,
@@ -1771,10 +1774,7 @@ impl Engine {
         request: OrderRequest,
         created_at: Option<SystemTime>,
         now: SystemTime,
-    ) -> Result<(), String> {
-        if sequence != self.sequence + 1 {
-            return Err(format!("sequence {sequence} after {}", self.sequence));
-        }
+    ) {
         let idx = self.orders.len();
         let key = (request.account.clone(), request.client_order_id.clone());
         self.ensure_account(request.account.as_str());
@@ -1790,7 +1790,6 @@ impl Engine {
         }));
         self.by_client.insert(key, idx);
         self.set_open(idx, true);
-        Ok(())
     }
 
     fn replay_event(
@@ -1800,9 +1799,6 @@ impl Engine {
         event: &OrderEvent,
         now: SystemTime,
     ) -> Result<(), String> {
-        if sequence != self.sequence + 1 {
-            return Err(format!("sequence {sequence} after {}", self.sequence));
-        }
         let idx = *self
             .by_id
             .get(order_id)

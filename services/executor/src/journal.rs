@@ -344,8 +344,7 @@ fn replay_files<R: Record>(
             .join()
             .unwrap_or_else(|_| Err(JournalError::Failed("the journal reader panicked".into())));
         applied?;
-        read?;
-        Ok(last)
+        read.map(|()| last)
     })
 }
 
@@ -398,13 +397,13 @@ fn peek_lsn(body: &[u8]) -> Option<u64> {
 }
 
 /// The reading half of [`replay_records`]: sends the records with LSN `from` and later,
-/// decoded, in chunks; returns the last LSN read.
+/// decoded, in chunks.
 fn read_segments<R: Record>(
     files: &[PathBuf],
     from: u64,
     truncate: bool,
     tx: &mpsc::SyncSender<Vec<R>>,
-) -> Result<u64, JournalError> {
+) -> Result<(), JournalError> {
     let mut last = 0;
     let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
     // One buffer for every segment, sized to the file before reading: no regrowth copies
@@ -479,7 +478,7 @@ fn read_segments<R: Record>(
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(REPLAY_CHUNK));
                 if tx.send(full).is_err() {
                     // The applying side stopped on an error of its own, which it reports.
-                    return Ok(last);
+                    return Ok(());
                 }
             }
             offset = next;
@@ -488,7 +487,7 @@ fn read_segments<R: Record>(
     if !chunk.is_empty() {
         let _ = tx.send(chunk);
     }
-    Ok(last)
+    Ok(())
 }
 
 fn frame_at(data: &[u8], offset: usize) -> Result<(&[u8], usize), String> {

@@ -137,6 +137,16 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The sequence of the order update it was; `None` for a risk change.
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            Self::Accepted { sequence, .. } | Self::Event { sequence, .. } => Some(*sequence),
+            Self::Risk { .. } => None,
+        }
+    }
+}
+
 impl Replayed {
     fn from_wire(wire: WireRecord) -> Result<Self, String> {
         let time = wire
