@@ -13,6 +13,7 @@
 //! [`Engine::replay`], which applies them with the same code as the live path.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 
 /// Hash maps of the engine: foldhash (seeded per process) instead of SipHash, which showed
 /// in the profile of every order and of replay; the keys are account, order and client
@@ -42,10 +43,12 @@ use crate::paper::{self, Book, Quote, Step};
 use crate::venue::{PaperVenue, Received};
 
 mod history;
+mod keys;
 mod replayed;
 
 pub use history::Retention;
 use history::{Forgotten, ForgottenState, Slots};
+use keys::{AccountDay, Pair, Triple};
 pub use replayed::{Change, Replayed};
 
 /// The books the paper venue matches against, by venue then symbol: looked up by `&str`
@@ -326,8 +329,10 @@ pub struct Engine {
     /// orders (measured: regrowth copies were a fifth of a million-event replay). Finished
     /// orders are forgotten by [`Retention`] (see [`history`]).
     orders: Slots<Box<Held>>,
-    by_id: Map<String, usize>,
-    by_client: Map<(AccountId, ClientOrderId), usize>,
+    /// Held orders by the key of their `(account, client_order_id)` ([`Forgotten::key`]):
+    /// 16 bytes instead of two strings, and the same key an order keeps once forgotten.
+    /// No map by order id is kept: an order id names its slot (see [`Engine::index_of`]).
+    by_client: Map<u128, usize>,
     open: BTreeSet<usize>,
     open_per_account: Map<String, usize>,
     books: Books,
@@ -349,6 +354,16 @@ pub struct Engine {
     in_flight: Map<usize, watch::Sender<bool>>,
     arriving: Set<usize>,
     flatten_count: u64,
+}
+
+/// The slot an order id names: `{shard}-{n}` is the order at index `n - 1`.
+fn order_index(order_id: &str) -> Option<usize> {
+    order_id
+        .rsplit_once('-')?
+        .1
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
 }
 
 fn split_symbol(symbol: &str) -> (&str, &str) {
@@ -411,7 +426,6 @@ impl Engine {
             },
             risk: Map::default(),
             orders: Slots::default(),
-            by_id: Map::default(),
             by_client: Map::default(),
             open: BTreeSet::new(),
             open_per_account: Map::default(),
@@ -521,16 +535,23 @@ impl Engine {
             }
         }
         self.orders = orders;
-        self.by_id.clear();
+        // The keys come from the snapshot's seeds: restored before the held orders' keys.
+        self.forgotten = Forgotten::from_state(forgotten);
         self.by_client.clear();
         for idx in 0..self.orders.len() {
             if let Some(h) = self.orders.get(idx) {
-                let request = &h.order.request;
-                self.by_id.insert(h.order.order_id.as_str().to_owned(), idx);
-                self.by_client.insert(
-                    (request.account.clone(), request.client_order_id.clone()),
-                    idx,
-                );
+                let order = &h.order;
+                if self.index_of(order.order_id.as_str()) != Some(idx) {
+                    return Err(EngineError::Replay {
+                        lsn,
+                        reason: format!("order {} is held at index {idx}", order.order_id),
+                    });
+                }
+                let request = &order.request;
+                let key = self
+                    .forgotten
+                    .key(request.account.as_str(), request.client_order_id.as_str());
+                self.by_client.insert(key, idx);
             }
         }
         self.open.clear();
@@ -544,7 +565,6 @@ impl Engine {
         self.balances = balances.into_iter().collect();
         self.funded = funded.into_iter().collect();
         self.finished = finished;
-        self.forgotten = Forgotten::from_state(forgotten);
         self.daily_pnl = daily_pnl.into_iter().collect();
         self.rate = rate.into_iter().collect();
         self.sequence = sequence;
@@ -559,13 +579,10 @@ impl Engine {
     /// the journal after the snapshot is replayed: an order it holds may be with the venue
     /// without an answer, and reconciliation must find the venue's record of it.
     pub fn drop_venue_records_of_forgotten_orders(&mut self) {
-        let held: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> = self
-            .by_client
-            .keys()
-            .map(|(account, id)| (account.as_str(), id.as_str()))
-            .collect();
-        self.venue
-            .retain(|account, client_order_id| held.contains(&(account, client_order_id)));
+        let (held, forgotten) = (&self.by_client, &self.forgotten);
+        self.venue.retain(|account, client_order_id| {
+            held.contains_key(&forgotten.key(account, client_order_id))
+        });
     }
 
     /// Finished orders held whole, and keys of forgotten ones still refused.
@@ -604,6 +621,15 @@ impl Engine {
     /// The newest LSN handed out.
     pub fn last_lsn(&self) -> u64 {
         self.lsn
+    }
+
+    /// The index of the held order `order_id`. An order id is `{shard}-{index + 1}` (made
+    /// in [`Engine::begin_submit`], checked in replay and restore), so the id names its
+    /// slot: no map from ids is kept, and an id the engine did not make, or of an order
+    /// forgotten since, finds nothing.
+    fn index_of(&self, order_id: &str) -> Option<usize> {
+        let idx = order_index(order_id)?;
+        (self.orders.get(idx)?.order.order_id.as_str() == order_id).then_some(idx)
     }
 
     /// Number of working orders.
@@ -657,18 +683,16 @@ impl Engine {
 
     fn exposure(&self, req: &OrderRequest, now: SystemTime) -> Exposure {
         let account = req.account.as_str();
-        let key = (
-            account.to_owned(),
-            req.venue.as_str().to_owned(),
-            req.symbol.as_str().to_owned(),
-        );
         let last_price = self
             .books
             .get(req.venue.as_str(), req.symbol.as_str())
             .map(|b| b.last);
         let gross = self
             .positions
-            .range((account.to_owned(), String::new(), String::new())..)
+            .range::<dyn Triple, _>((
+                Bound::Included(&(account, "", "") as &dyn Triple),
+                Bound::Unbounded,
+            ))
             .take_while(|((a, _, _), _)| a == account)
             .map(|((_, v, s), p)| {
                 let mark = self
@@ -682,7 +706,7 @@ impl Engine {
             last_price,
             position: self
                 .positions
-                .get(&key)
+                .get(&(account, req.venue.as_str(), req.symbol.as_str()) as &dyn Triple)
                 .map_or(Decimal::ZERO, |p| p.quantity),
             open_orders: self.open_per_account.get(account).copied().unwrap_or(0),
             gross_exposure: gross,
@@ -692,7 +716,7 @@ impl Engine {
                 .map_or(0, |w| u32::try_from(w.len()).unwrap_or(u32::MAX)),
             daily_pnl: self
                 .daily_pnl
-                .get(&(account.to_owned(), day_of(now)))
+                .get(&(account, day_of(now)) as &dyn AccountDay)
                 .copied()
                 .unwrap_or_default(),
         }
@@ -717,10 +741,21 @@ impl Engine {
         now: SystemTime,
         bypass_state: bool,
     ) -> Result<Begin, EngineError> {
-        let key = (request.account.clone(), request.client_order_id.clone());
+        let key = self
+            .forgotten
+            .key(request.account.as_str(), request.client_order_id.as_str());
         if let Some(&idx) = self.by_client.get(&key) {
             let existing = &self.orders[idx];
-            let fields = existing.request.differing_fields(&request);
+            // A different pair under the same 128-bit key (about 10^-21, see
+            // [`Forgotten`]) is refused like a used id: never sent, never answered with
+            // another order.
+            let fields = if existing.request.account == request.account
+                && existing.request.client_order_id == request.client_order_id
+            {
+                existing.request.differing_fields(&request)
+            } else {
+                vec!["client_order_id"]
+            };
             if !fields.is_empty() {
                 return Err(EngineError::IdempotencyMismatch {
                     client_order_id: request.client_order_id.as_str().to_owned(),
@@ -736,10 +771,7 @@ impl Engine {
         }
         self.forgotten
             .expire(now, self.retention.idempotency_window);
-        let used = self
-            .forgotten
-            .key(request.account.as_str(), request.client_order_id.as_str());
-        if let Some(idx) = self.forgotten.get(used) {
+        if let Some(idx) = self.forgotten.get(key) {
             return Err(EngineError::ClientOrderIdUsed {
                 client_order_id: request.client_order_id.as_str().to_owned(),
                 order_id: format!("{}-{}", self.shard, idx + 1),
@@ -779,8 +811,7 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("order id: {e}")))?;
         self.forget_finished();
         self.sequence += 1;
-        let order = Order::new(order_id.clone(), request, now, self.sequence);
-        self.by_id.insert(order_id.as_str().to_owned(), idx);
+        let order = Order::new(order_id, request, now, self.sequence);
         self.by_client.insert(key, idx);
         self.orders.push(Box::new(Held {
             order,
@@ -794,7 +825,7 @@ impl Engine {
                 reason: denial.reason,
                 message: denial.message,
             };
-            self.apply(idx, &event, v1::OrderEventType::Rejected, now)?;
+            self.apply(idx, event, v1::OrderEventType::Rejected, now)?;
             return Ok(Begin::Rejected {
                 order: order_to_proto(&self.orders[idx]),
             });
@@ -852,12 +883,12 @@ impl Engine {
                     reason: RejectReason::VenueUnavailable,
                     message: "the venue connection is down; the order was not sent".into(),
                 };
-                self.apply(idx, &event, v1::OrderEventType::Rejected, now)?;
+                self.apply(idx, event, v1::OrderEventType::Rejected, now)?;
                 Ok(self.outcome(idx, None))
             }
             Received::Rejected(reason, message) => {
                 let event = OrderEvent::Rejected { reason, message };
-                self.apply(idx, &event, v1::OrderEventType::Rejected, now)?;
+                self.apply(idx, event, v1::OrderEventType::Rejected, now)?;
                 Ok(self.outcome(idx, None))
             }
             Received::Accepted {
@@ -874,7 +905,7 @@ impl Engine {
                     message: "the venue acknowledgement was lost; reconciliation will resolve it"
                         .into(),
                 };
-                self.apply(idx, &event, v1::OrderEventType::Unknown, now)?;
+                self.apply(idx, event, v1::OrderEventType::Unknown, now)?;
                 Ok(self.outcome(idx, None))
             }
             Received::Accepted {
@@ -882,7 +913,7 @@ impl Engine {
                 ack_lost: false,
             } => {
                 let event = OrderEvent::Acknowledged { venue_order_id };
-                self.apply(idx, &event, v1::OrderEventType::Acknowledged, now)?;
+                self.apply(idx, event, v1::OrderEventType::Acknowledged, now)?;
                 let delay = self.venue.fill_latency();
                 if delay.is_zero() {
                     if let Some(book) = &book {
@@ -1029,7 +1060,7 @@ impl Engine {
                     (OrderEvent::Fill(fill), v1::OrderEventType::Filled)
                 }
             };
-            self.apply(idx, &event, kind, now)?;
+            self.apply(idx, event, kind, now)?;
         }
         Ok(())
     }
@@ -1038,18 +1069,20 @@ impl Engine {
     fn apply(
         &mut self,
         idx: usize,
-        event: &OrderEvent,
+        event: OrderEvent,
         kind: v1::OrderEventType,
         now: SystemTime,
     ) -> Result<(), EngineError> {
         let sequence = self.sequence + 1;
+        let is_fill = matches!(event, OrderEvent::Fill(_));
         if !self.apply_state(idx, event, now, sequence)? {
             return Ok(());
         }
-        let fill = match event {
-            OrderEvent::Fill(fill) => Some(fill),
-            _ => None,
-        };
+        // The fill was just booked: it is the order's last.
+        let fill = is_fill
+            .then(|| self.orders.get(idx).and_then(|held| held.fills.last()))
+            .flatten()
+            .copied();
         self.publish(idx, kind, fill, now);
         Ok(())
     }
@@ -1059,12 +1092,12 @@ impl Engine {
     fn apply_state(
         &mut self,
         idx: usize,
-        event: &OrderEvent,
+        event: OrderEvent,
         now: SystemTime,
         sequence: u64,
     ) -> Result<bool, EngineError> {
         let order = &mut self.orders[idx];
-        match order.apply(event, now, sequence) {
+        match order.apply(&event, now, sequence) {
             Ok(_) => {}
             // Venues repeat fills; a repeat is harmless and changes nothing.
             Err(TransitionError::DuplicateFill { .. }) => return Ok(false),
@@ -1109,48 +1142,54 @@ impl Engine {
         }
     }
 
-    fn book_fill(&mut self, idx: usize, fill: &Fill) {
+    /// Books `fill` of order `idx` into the position, the balances and the day's P&L.
+    /// The maps are searched with borrowed keys ([`keys`]): a key is built only for an
+    /// entry the fill adds.
+    fn book_fill(&mut self, idx: usize, fill: Fill) {
         let req = &self.orders[idx].request;
-        let (base, quote) = split_symbol(req.symbol.as_str());
-        let (account, base, quote) = (
-            req.account.as_str().to_owned(),
-            base.to_owned(),
-            quote.to_owned(),
+        let (account, venue, symbol) = (
+            req.account.as_str(),
+            req.venue.as_str(),
+            req.symbol.as_str(),
         );
+        let (base, quote) = split_symbol(symbol);
         let qty = fill.quantity.get();
         let notional = fill.price.get() * qty;
         let side = req.side.sign();
-        let position = self
-            .positions
-            .entry((
-                account.clone(),
-                req.venue.as_str().to_owned(),
-                req.symbol.as_str().to_owned(),
-            ))
-            .or_default();
-        let realized_before = position.realized_pnl;
-        position.apply_fill(req.side, qty, fill.price.get());
-        let mut pnl = position.realized_pnl - realized_before;
+        let mut pnl = Decimal::ZERO;
+        keys::update_sorted(
+            &mut self.positions,
+            &(account, venue, symbol) as &dyn Triple,
+            || (account.to_owned(), venue.to_owned(), symbol.to_owned()),
+            |position| {
+                let realized_before = position.realized_pnl;
+                position.apply_fill(req.side, qty, fill.price.get());
+                pnl = position.realized_pnl - realized_before;
+            },
+        );
         if fill.fee_asset == quote {
             pnl -= fill.fee;
         }
-        *self
-            .daily_pnl
-            .entry((account.clone(), day_of(fill.executed_at)))
-            .or_default() += pnl;
-        *self.balances.entry((account.clone(), base)).or_default() += side * qty;
-        *self
-            .balances
-            .entry((account.clone(), quote.clone()))
-            .or_default() -= side * notional;
-        *self
-            .balances
-            .entry((account, fill.fee_asset.clone()))
-            .or_default() -= fill.fee;
-        let at = self.fills.push(FillRecord {
-            order: idx,
-            fill: fill.clone(),
-        });
+        let day = day_of(fill.executed_at);
+        keys::update_hashed(
+            &mut self.daily_pnl,
+            &(account, day) as &dyn AccountDay,
+            || (account.to_owned(), day),
+            |total| *total += pnl,
+        );
+        for (asset, change) in [
+            (base, side * qty),
+            (quote, -(side * notional)),
+            (fill.fee_asset.as_str(), -fill.fee),
+        ] {
+            keys::update_sorted(
+                &mut self.balances,
+                &(account, asset) as &dyn Pair,
+                || (account.to_owned(), asset.to_owned()),
+                |balance| *balance += change,
+            );
+        }
+        let at = self.fills.push(FillRecord { order: idx, fill });
         if let Some(held) = self.orders.get_mut(idx) {
             held.fills.push(at);
         }
@@ -1178,15 +1217,15 @@ impl Engine {
             for at in fills {
                 self.fills.take(at);
             }
-            self.by_id.remove(order.order_id.as_str());
-            let (account, client_order_id) = (order.request.account, order.request.client_order_id);
+            let (account, client_order_id) =
+                (&order.request.account, &order.request.client_order_id);
             self.venue
                 .forget(account.as_str(), client_order_id.as_str());
             let key = self
                 .forgotten
                 .key(account.as_str(), client_order_id.as_str());
             self.forgotten.insert(key, idx, finished);
-            self.by_client.remove(&(account, client_order_id));
+            self.by_client.remove(&key);
         }
     }
 
@@ -1194,10 +1233,11 @@ impl Engine {
         &mut self,
         idx: usize,
         kind: v1::OrderEventType,
-        fill: Option<&Fill>,
+        fill: Option<usize>,
         now: SystemTime,
     ) {
         let order = &self.orders[idx];
+        let fill = fill.and_then(|at| self.fills.get(at)).map(|r| &r.fill);
         let update = Arc::new(v1::OrderUpdate {
             shard: self.shard.clone(),
             sequence: self.sequence,
@@ -1212,16 +1252,12 @@ impl Engine {
 
     fn find(&self, account: &str, by: &OrderRef) -> Result<usize, EngineError> {
         let idx = match by {
-            OrderRef::OrderId(id) => self.by_id.get(id).copied(),
-            OrderRef::ClientOrderId(id) => {
-                let key = (
-                    AccountId::new_checked(account)
-                        .map_err(|_| EngineError::NotFound(id.clone()))?,
-                    ClientOrderId::new_checked(id.as_str())
-                        .map_err(|_| EngineError::NotFound(id.clone()))?,
-                );
-                self.by_client.get(&key).copied()
-            }
+            OrderRef::OrderId(id) => self.index_of(id),
+            OrderRef::ClientOrderId(id) => self
+                .by_client
+                .get(&self.forgotten.key(account, id))
+                .copied()
+                .filter(|i| self.orders[*i].request.client_order_id.as_str() == id),
         };
         let name = || match by {
             OrderRef::OrderId(id) | OrderRef::ClientOrderId(id) => id.clone(),
@@ -1275,7 +1311,7 @@ impl Engine {
         if self.orders[idx].status != OrderStatus::PendingCancel {
             self.apply(
                 idx,
-                &OrderEvent::CancelRequested,
+                OrderEvent::CancelRequested,
                 v1::OrderEventType::CancelRequested,
                 now,
             )?;
@@ -1303,12 +1339,7 @@ impl Engine {
         }
         let vid = held.order.venue_order_id.clone();
         self.venue.finish(&vid, true);
-        self.apply(
-            idx,
-            &OrderEvent::Canceled,
-            v1::OrderEventType::Canceled,
-            now,
-        )
+        self.apply(idx, OrderEvent::Canceled, v1::OrderEventType::Canceled, now)
     }
 
     /// Requests the cancel of every working order of `account`, optionally of one symbol
@@ -1687,7 +1718,7 @@ impl Engine {
                     reason: RejectReason::VenueRejected,
                     message: message.clone(),
                 };
-                self.apply(idx, &event, v1::OrderEventType::Rejected, now)?;
+                self.apply(idx, event, v1::OrderEventType::Rejected, now)?;
             }
             return Ok(());
         }
@@ -1697,29 +1728,21 @@ impl Engine {
             let event = OrderEvent::Acknowledged {
                 venue_order_id: vid.clone(),
             };
-            self.apply(idx, &event, v1::OrderEventType::Acknowledged, now)?;
+            self.apply(idx, event, v1::OrderEventType::Acknowledged, now)?;
         }
         for fill in record.fills {
             if self.orders[idx].status.is_terminal() {
                 break;
             }
-            self.apply(
-                idx,
-                &OrderEvent::Fill(fill),
-                v1::OrderEventType::Filled,
-                now,
-            )?;
+            self.apply(idx, OrderEvent::Fill(fill), v1::OrderEventType::Filled, now)?;
         }
         if self.orders[idx].status.is_open() {
             match record.done {
-                Some(true) => self.apply(
-                    idx,
-                    &OrderEvent::Canceled,
-                    v1::OrderEventType::Canceled,
-                    now,
-                )?,
+                Some(true) => {
+                    self.apply(idx, OrderEvent::Canceled, v1::OrderEventType::Canceled, now)?
+                }
                 Some(false) => {
-                    self.apply(idx, &OrderEvent::Expired, v1::OrderEventType::Expired, now)?
+                    self.apply(idx, OrderEvent::Expired, v1::OrderEventType::Expired, now)?
                 }
                 None if self.orders[idx].status == OrderStatus::PendingCancel => {
                     self.confirm_cancel(idx, now)?
@@ -1751,13 +1774,15 @@ impl Engine {
                 order_id,
                 request,
                 created_at,
-            } => self.replay_accepted(sequence, order_id, request, created_at, record.time),
+            } => self
+                .replay_accepted(sequence, order_id, *request, created_at, record.time)
+                .map_err(bad)?,
             Change::Event {
                 sequence,
                 order_id,
                 event,
             } => self
-                .replay_event(sequence, &order_id, &event, record.time)
+                .replay_event(sequence, &order_id, event, record.time)
                 .map_err(bad)?,
             Change::Risk { account, settings } => {
                 self.risk.insert(account, settings);
@@ -1774,36 +1799,43 @@ impl Engine {
         request: OrderRequest,
         created_at: Option<SystemTime>,
         now: SystemTime,
-    ) {
+    ) -> Result<(), String> {
         let idx = self.orders.len();
-        let key = (request.account.clone(), request.client_order_id.clone());
+        if order_index(order_id.as_str()) != Some(idx) {
+            return Err(format!(
+                "order id {order_id} does not name the shard's order {}",
+                idx + 1
+            ));
+        }
+        let key = self
+            .forgotten
+            .key(request.account.as_str(), request.client_order_id.as_str());
         self.ensure_account(request.account.as_str());
         // The live path dropped expired keys before checking the id (same time).
         self.forgotten
             .expire(now, self.retention.idempotency_window);
         self.forget_finished();
         self.sequence = sequence;
-        self.by_id.insert(order_id.as_str().to_owned(), idx);
         self.orders.push(Box::new(Held {
             order: Order::new(order_id, request, created_at.unwrap_or(now), sequence),
             fills: Vec::new(),
         }));
         self.by_client.insert(key, idx);
         self.set_open(idx, true);
+        Ok(())
     }
 
     fn replay_event(
         &mut self,
         sequence: u64,
         order_id: &str,
-        event: &OrderEvent,
+        event: OrderEvent,
         now: SystemTime,
     ) -> Result<(), String> {
-        let idx = *self
-            .by_id
-            .get(order_id)
+        let idx = self
+            .index_of(order_id)
             .ok_or_else(|| format!("unknown order {order_id}"))?;
-        match event {
+        match &event {
             OrderEvent::Acknowledged { venue_order_id } => {
                 self.venue.observe_venue_order_id(venue_order_id);
             }

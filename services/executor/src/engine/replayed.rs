@@ -114,8 +114,9 @@ pub enum Change {
         sequence: u64,
         /// The order's id.
         order_id: OrderId,
-        /// The request as accepted.
-        request: OrderRequest,
+        /// The request as accepted (boxed: records move from the reading thread to the
+        /// applying one, and most of them are events, much smaller than a request).
+        request: Box<OrderRequest>,
         /// When the order was created, when the record says.
         created_at: Option<SystemTime>,
     },
@@ -190,7 +191,7 @@ fn update(u: WireUpdate) -> Result<Change, String> {
             return Ok(Change::Accepted {
                 sequence: u.sequence,
                 order_id,
-                request,
+                request: Box::new(request),
                 created_at: order.created_at.as_ref().and_then(convert::system_time),
             });
         }

@@ -192,6 +192,79 @@ fn another_accounts_order_is_not_found() {
 }
 
 #[test]
+fn an_order_id_finds_its_order_only_as_the_engine_wrote_it() {
+    let mut e = engine();
+    let first = e.submit(market("m1", Side::Buy), now()).unwrap().order;
+    let second = e.submit(market("m2", Side::Sell), now()).unwrap().order;
+    assert_eq!(
+        (first.order_id.as_str(), second.order_id.as_str()),
+        ("s0-1", "s0-2")
+    );
+    for (id, client_order_id) in [("s0-1", "m1"), ("s0-2", "m2")] {
+        let by_id = e.get("acct", &OrderRef::OrderId(id.into())).unwrap();
+        assert_eq!(by_id.request.unwrap().client_order_id, client_order_id);
+        let by_client = e
+            .get("acct", &OrderRef::ClientOrderId(client_order_id.into()))
+            .unwrap();
+        assert_eq!(by_client.order_id, id);
+    }
+    // Ids that name a slot's number in another form, another shard, or no slot.
+    for id in [
+        "s0-01",
+        "s0-+1",
+        "x-1",
+        "s0-0",
+        "s0-3",
+        "s0-",
+        "1",
+        "",
+        "s0-99999999999999999999",
+    ] {
+        let err = e.get("acct", &OrderRef::OrderId(id.into())).unwrap_err();
+        assert!(
+            matches!(err, EngineError::NotFound(ref n) if n == id),
+            "{id}: {err}"
+        );
+    }
+    for (account, client_order_id) in [("acct", "m3"), ("acct", "M1"), ("someone-else", "m1")] {
+        let err = e
+            .get(account, &OrderRef::ClientOrderId(client_order_id.into()))
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::NotFound(_)),
+            "{account}/{client_order_id}: {err}"
+        );
+    }
+}
+
+#[test]
+fn replay_refuses_an_accepted_order_whose_id_does_not_name_its_slot() {
+    let mut live = engine();
+    live.submit(market("m1", Side::Buy), now()).unwrap();
+    live.submit(market("m2", Side::Buy), now()).unwrap();
+    let mut records = records(&mut live);
+    let second = records
+        .iter_mut()
+        .filter_map(|r| match &mut r.change {
+            Change::Accepted { order_id, .. } => Some(order_id),
+            _ => None,
+        })
+        .nth(1)
+        .unwrap();
+    *second = OrderId::new_checked("s0-1").unwrap();
+    let mut copy = Engine::in_memory("s0", PaperConfig::default());
+    let err = records
+        .into_iter()
+        .try_for_each(|r| copy.replay(r))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("order id s0-1 does not name the shard's order 2"),
+        "{err}"
+    );
+}
+
+#[test]
 fn cancel_all_cancels_only_the_matching_open_orders() {
     let mut e = engine();
     e.on_quote("paper", "ETH-USDT", Quote::around(d("10")), now());
