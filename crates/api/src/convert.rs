@@ -537,14 +537,48 @@ pub fn liquidity_from_proto(l: v1::Liquidity) -> Option<Liquidity> {
 
 /// The domain fill of a proto fill (as journaled), `None` if it is malformed.
 pub fn fill_from_proto(pb: &v1::Fill) -> Option<Fill> {
+    fill_from_fields(&FillFields {
+        trade_id: &pb.trade_id,
+        price: &pb.price,
+        quantity: &pb.quantity,
+        fee: &pb.fee,
+        fee_asset: &pb.fee_asset,
+        liquidity: pb.liquidity,
+        executed_at: pb.executed_at.as_ref(),
+    })
+}
+
+/// The fields of a `v1::Fill` that make a domain [`Fill`], borrowed: a reader that
+/// decodes the message in place (the executor's journal replay) converts without building
+/// the proto message's strings first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FillFields<'a> {
+    /// `trade_id`.
+    pub trade_id: &'a str,
+    /// `price`.
+    pub price: &'a str,
+    /// `quantity`.
+    pub quantity: &'a str,
+    /// `fee`.
+    pub fee: &'a str,
+    /// `fee_asset`.
+    pub fee_asset: &'a str,
+    /// `liquidity`.
+    pub liquidity: i32,
+    /// `executed_at`.
+    pub executed_at: Option<&'a prost_types::Timestamp>,
+}
+
+/// [`fill_from_proto`] from borrowed fields; `None` when one of them is not valid.
+pub fn fill_from_fields(f: &FillFields<'_>) -> Option<Fill> {
     Some(Fill {
-        trade_id: pb.trade_id.clone(),
-        price: Price::parse(&pb.price).ok()?,
-        quantity: Quantity::parse(&pb.quantity).ok()?,
-        fee: execbridge_domain::values::parse_decimal(&pb.fee).ok()?,
-        fee_asset: pb.fee_asset.clone(),
-        liquidity: liquidity_from_proto(v1::Liquidity::try_from(pb.liquidity).ok()?)?,
-        executed_at: pb.executed_at.as_ref().and_then(system_time)?,
+        trade_id: f.trade_id.to_owned(),
+        price: Price::parse(f.price).ok()?,
+        quantity: Quantity::parse(f.quantity).ok()?,
+        fee: execbridge_domain::values::parse_decimal(f.fee).ok()?,
+        fee_asset: f.fee_asset.to_owned(),
+        liquidity: liquidity_from_proto(v1::Liquidity::try_from(f.liquidity).ok()?)?,
+        executed_at: f.executed_at.and_then(system_time)?,
     })
 }
 

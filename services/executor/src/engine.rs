@@ -1213,12 +1213,12 @@ impl Engine {
             let Some(held) = self.orders.take(idx) else {
                 continue;
             };
-            let Held { order, fills } = *held;
-            for at in fills {
+            // Read in its box and dropped there: moving the order out would copy it.
+            for &at in &held.fills {
                 self.fills.take(at);
             }
-            let (account, client_order_id) =
-                (&order.request.account, &order.request.client_order_id);
+            let request = &held.order.request;
+            let (account, client_order_id) = (&request.account, &request.client_order_id);
             self.venue
                 .forget(account.as_str(), client_order_id.as_str());
             let key = self

@@ -3,95 +3,220 @@
 //!
 //! A record carries the whole order after each change, as subscribers receive it, but
 //! replay needs only what the change was: the request of an accepted order, the fill of a
-//! fill, the venue's id of an acknowledgement. The wire types below read the
-//! [`JournalRecord`](execbridge_api::internal::v1::JournalRecord) format with only those
-//! fields declared; prost skips the others without allocating them, and an order's
-//! request is kept as bytes and decoded only for the record that accepted it. The field
-//! numbers must follow the proto: the engine's tests replay every record a live run writes
-//! through these types and compare the state with the live engine's, so a field read from
-//! the wrong number fails them.
+//! fill, the venue's id of an acknowledgement. So a record is read in place: each message
+//! of the [`JournalRecord`](execbridge_api::internal::v1::JournalRecord) format is walked
+//! field by field with prost's wire primitives, strings and embedded messages are borrowed
+//! from the record, and only what the change needs is decoded and allocated (an order's
+//! request for the record that accepted it; a fill's decimals are parsed from the record's
+//! bytes). Generated or derived prost messages would allocate every string they declare.
+//! The field numbers must follow the proto: the engine's tests replay every record a live
+//! run writes through this reader and compare the state with the live engine's, so a field
+//! read from the wrong number fails them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use execbridge_api::convert::{
-    self, account_risk_from_proto, fill_from_proto, order_request_from_proto,
+    self, account_risk_from_proto, fill_from_fields, order_request_from_proto,
     reject_reason_from_proto,
 };
 use execbridge_api::internal::v1::AdminChange;
 use execbridge_api::v1;
 use execbridge_domain::risk::AccountRisk;
 use execbridge_domain::{OrderEvent, OrderId, OrderRequest, RejectReason};
-use prost::Message;
+use prost::Message as _;
 
 use crate::journal;
 
-/// `JournalRecord` (proto/execbridge/internal/v1/journal.proto) with the fields replay uses.
-#[derive(Clone, PartialEq, prost::Message)]
-struct WireRecord {
-    #[prost(uint64, tag = "1")]
+/// A field of a message as it is on the wire; a length-delimited value (a string, bytes or
+/// an embedded message) is borrowed from the record.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    /// A fixed 32- or 64-bit value: no field replay reads has one.
+    Fixed,
+}
+
+/// Calls `each` with the number and value of every field of the message in `buf`, in the
+/// order they are written. Fields replay does not declare are passed too, and ignored.
+fn fields<'a>(
+    mut buf: &'a [u8],
+    mut each: impl FnMut(u32, Value<'a>) -> Result<(), String>,
+) -> Result<(), String> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).map_err(|e| e.to_string())?;
+        let value = match wire_type {
+            WireType::Varint => Value::Varint(decode_varint(&mut buf).map_err(|e| e.to_string())?),
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut buf).map_err(|e| e.to_string())?;
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|len| *len <= buf.len())
+                    .ok_or_else(|| format!("field {tag}: {len} bytes, {} left", buf.len()))?;
+                let (value, rest) = buf.split_at(len);
+                buf = rest;
+                Value::Bytes(value)
+            }
+            WireType::ThirtyTwoBit | WireType::SixtyFourBit => {
+                let len = if wire_type == WireType::ThirtyTwoBit {
+                    4
+                } else {
+                    8
+                };
+                buf = buf
+                    .get(len..)
+                    .ok_or_else(|| format!("field {tag}: {len} bytes, {} left", buf.len()))?;
+                Value::Fixed
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(format!("field {tag}: groups are not used"));
+            }
+        };
+        each(tag, value)?;
+    }
+    Ok(())
+}
+
+fn varint(tag: u32, value: Value<'_>) -> Result<u64, String> {
+    match value {
+        Value::Varint(v) => Ok(v),
+        _ => Err(format!("field {tag} is not a varint")),
+    }
+}
+
+/// An `int32` or enum field: its varint truncated, as protobuf reads it.
+#[allow(clippy::cast_possible_truncation)]
+fn int32(tag: u32, value: Value<'_>) -> Result<i32, String> {
+    varint(tag, value).map(|v| v as i32)
+}
+
+fn bytes(tag: u32, value: Value<'_>) -> Result<&[u8], String> {
+    match value {
+        Value::Bytes(b) => Ok(b),
+        _ => Err(format!("field {tag} is not length-delimited")),
+    }
+}
+
+fn string(tag: u32, value: Value<'_>) -> Result<&str, String> {
+    std::str::from_utf8(bytes(tag, value)?).map_err(|e| format!("field {tag}: {e}"))
+}
+
+/// An embedded message field, kept whole to decode once the record is read. Protobuf
+/// merges repeated occurrences of one; a journal writer never repeats them, so a repeat is
+/// damage here rather than merged.
+fn once<'a>(slot: &mut Option<&'a [u8]>, tag: u32, value: Value<'a>) -> Result<(), String> {
+    if slot.replace(bytes(tag, value)?).is_some() {
+        return Err(format!("field {tag} occurs twice"));
+    }
+    Ok(())
+}
+
+fn timestamp(buf: &[u8]) -> Result<prost_types::Timestamp, String> {
+    prost_types::Timestamp::decode(buf).map_err(|e| format!("a time: {e}"))
+}
+
+/// `JournalRecord` (proto/execbridge/internal/v1/journal.proto): `lsn = 1`, `time = 2`,
+/// and the entry, `update = 3` (an `execbridge.v1.OrderUpdate`) or `admin = 4`.
+#[derive(Default)]
+struct RecordFields<'a> {
     lsn: u64,
-    #[prost(message, optional, tag = "2")]
-    time: Option<prost_types::Timestamp>,
-    #[prost(oneof = "WireEntry", tags = "3, 4")]
-    entry: Option<WireEntry>,
+    time: Option<&'a [u8]>,
+    update: Option<&'a [u8]>,
+    admin: Option<&'a [u8]>,
 }
 
-#[derive(Clone, PartialEq, prost::Oneof)]
-enum WireEntry {
-    #[prost(message, tag = "3")]
-    Update(WireUpdate),
-    #[prost(message, tag = "4")]
-    Admin(AdminChange),
-}
-
-/// `execbridge.v1.OrderUpdate` without `shard`, `progress` and `timestamp`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct WireUpdate {
-    #[prost(uint64, tag = "2")]
+/// `execbridge.v1.OrderUpdate`: `sequence = 2`, `event = 3`, `order = 4`, `fill = 5`.
+#[derive(Default)]
+struct UpdateFields<'a> {
     sequence: u64,
-    #[prost(int32, tag = "3")]
     event: i32,
-    #[prost(message, optional, tag = "4")]
-    order: Option<WireOrder>,
-    #[prost(message, optional, tag = "5")]
-    fill: Option<WireFill>,
+    order: Option<&'a [u8]>,
+    fill: Option<&'a [u8]>,
 }
 
-/// `execbridge.v1.Order` without the figures replay recomputes from the fills.
-#[derive(Clone, PartialEq, prost::Message)]
-struct WireOrder {
-    #[prost(string, tag = "1")]
-    order_id: String,
-    /// The encoded `OrderRequest`: decoded only when the order is accepted.
-    #[prost(bytes = "vec", tag = "2")]
-    request: Vec<u8>,
-    #[prost(int32, tag = "7")]
+/// `execbridge.v1.Order`: `order_id = 1`, `request = 2`, `reject_reason = 7`,
+/// `reject_message = 8`, `venue_order_id = 9`, `created_at = 10`. The figures after the
+/// change are not read: replay recomputes them from the fills.
+#[derive(Default)]
+struct OrderFields<'a> {
+    order_id: &'a str,
+    request: Option<&'a [u8]>,
     reject_reason: i32,
-    #[prost(string, tag = "8")]
-    reject_message: String,
-    #[prost(string, tag = "9")]
-    venue_order_id: String,
-    #[prost(message, optional, tag = "10")]
-    created_at: Option<prost_types::Timestamp>,
+    reject_message: &'a str,
+    venue_order_id: &'a str,
+    created_at: Option<&'a [u8]>,
 }
 
-/// `execbridge.v1.Fill` without the order's identity, which replay takes from the order.
-#[derive(Clone, PartialEq, prost::Message)]
-struct WireFill {
-    #[prost(string, tag = "1")]
-    trade_id: String,
-    #[prost(string, tag = "8")]
-    price: String,
-    #[prost(string, tag = "9")]
-    quantity: String,
-    #[prost(string, tag = "10")]
-    fee: String,
-    #[prost(string, tag = "11")]
-    fee_asset: String,
-    #[prost(int32, tag = "12")]
-    liquidity: i32,
-    #[prost(message, optional, tag = "13")]
-    executed_at: Option<prost_types::Timestamp>,
+/// A message read in place: the fields replay declares, taken as they come.
+trait Message<'a>: Default {
+    /// Takes field `tag` (ignored unless declared).
+    fn field(&mut self, tag: u32, value: Value<'a>) -> Result<(), String>;
+
+    fn read(buf: &'a [u8]) -> Result<Self, String> {
+        let mut message = Self::default();
+        fields(buf, |tag, value| message.field(tag, value))?;
+        Ok(message)
+    }
+}
+
+impl<'a> Message<'a> for RecordFields<'a> {
+    fn field(&mut self, tag: u32, value: Value<'a>) -> Result<(), String> {
+        match tag {
+            1 => varint(tag, value).map(|v| self.lsn = v),
+            2 => once(&mut self.time, tag, value),
+            3 => once(&mut self.update, tag, value),
+            4 => once(&mut self.admin, tag, value),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<'a> Message<'a> for UpdateFields<'a> {
+    fn field(&mut self, tag: u32, value: Value<'a>) -> Result<(), String> {
+        match tag {
+            2 => varint(tag, value).map(|v| self.sequence = v),
+            3 => int32(tag, value).map(|v| self.event = v),
+            4 => once(&mut self.order, tag, value),
+            5 => once(&mut self.fill, tag, value),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<'a> Message<'a> for OrderFields<'a> {
+    fn field(&mut self, tag: u32, value: Value<'a>) -> Result<(), String> {
+        match tag {
+            1 => string(tag, value).map(|v| self.order_id = v),
+            2 => once(&mut self.request, tag, value),
+            7 => int32(tag, value).map(|v| self.reject_reason = v),
+            8 => string(tag, value).map(|v| self.reject_message = v),
+            9 => string(tag, value).map(|v| self.venue_order_id = v),
+            10 => once(&mut self.created_at, tag, value),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `execbridge.v1.Fill` without the order's identity, which replay takes from the order:
+/// `trade_id = 1`, `price = 8`, `quantity = 9`, `fee = 10`, `fee_asset = 11`,
+/// `liquidity = 12`, `executed_at = 13`.
+fn read_fill(buf: &[u8]) -> Result<Option<execbridge_domain::Fill>, String> {
+    let mut f = convert::FillFields::default();
+    let mut executed_at = None;
+    fields(buf, |tag, value| match tag {
+        1 => string(tag, value).map(|v| f.trade_id = v),
+        8 => string(tag, value).map(|v| f.price = v),
+        9 => string(tag, value).map(|v| f.quantity = v),
+        10 => string(tag, value).map(|v| f.fee = v),
+        11 => string(tag, value).map(|v| f.fee_asset = v),
+        12 => int32(tag, value).map(|v| f.liquidity = v),
+        13 => once(&mut executed_at, tag, value),
+        _ => Ok(()),
+    })?;
+    let executed_at = executed_at.map(timestamp).transpose()?;
+    f.executed_at = executed_at.as_ref();
+    Ok(fill_from_fields(&f))
 }
 
 /// One journal record, ready to apply.
@@ -149,15 +274,19 @@ impl Change {
 }
 
 impl Replayed {
-    fn from_wire(wire: WireRecord) -> Result<Self, String> {
-        let time = wire
+    fn read(body: &[u8]) -> Result<Self, String> {
+        let record = RecordFields::read(body)?;
+        let time = record
             .time
+            .map(timestamp)
+            .transpose()?
             .as_ref()
             .and_then(convert::system_time)
             .unwrap_or(UNIX_EPOCH);
-        let change = match wire.entry.ok_or("an empty record")? {
-            WireEntry::Update(u) => update(u)?,
-            WireEntry::Admin(change) => {
+        let change = match (record.update, record.admin) {
+            (Some(u), _) => update(&UpdateFields::read(u)?)?,
+            (None, Some(admin)) => {
+                let change = AdminChange::decode(admin).map_err(|e| e.to_string())?;
                 let risk = change.risk.as_ref().ok_or("an admin change without risk")?;
                 let settings = account_risk_from_proto(risk)
                     .map_err(|v| format!("risk settings: {} bad fields", v.len()))?;
@@ -166,61 +295,54 @@ impl Replayed {
                     settings,
                 }
             }
+            (None, None) => return Err("an empty record".into()),
         };
         Ok(Self {
-            lsn: wire.lsn,
+            lsn: record.lsn,
             time,
             change,
         })
     }
 }
 
-fn update(u: WireUpdate) -> Result<Change, String> {
-    let order = u.order.ok_or("an update without an order")?;
+fn update(u: &UpdateFields<'_>) -> Result<Change, String> {
+    let order = OrderFields::read(u.order.ok_or("an update without an order")?)?;
     let kind = v1::OrderEventType::try_from(u.event).map_err(|e| e.to_string())?;
     let event = match kind {
         v1::OrderEventType::Accepted => {
-            if order.request.is_empty() {
-                return Err("an accepted order without a request".into());
-            }
-            let request = v1::OrderRequest::decode(order.request.as_slice())
+            let request = order
+                .request
+                .filter(|r| !r.is_empty())
+                .ok_or("an accepted order without a request")?;
+            let request = v1::OrderRequest::decode(request)
                 .map_err(|e| format!("the accepted order's request: {e}"))?;
             let request = order_request_from_proto(&request, "")
                 .map_err(|v| format!("request: {} bad fields", v.len()))?;
             let order_id = OrderId::new_checked(order.order_id).map_err(|e| e.to_string())?;
+            let created_at = order.created_at.map(timestamp).transpose()?;
             return Ok(Change::Accepted {
                 sequence: u.sequence,
                 order_id,
                 request: Box::new(request),
-                created_at: order.created_at.as_ref().and_then(convert::system_time),
+                created_at: created_at.as_ref().and_then(convert::system_time),
             });
         }
         v1::OrderEventType::Acknowledged => OrderEvent::Acknowledged {
-            venue_order_id: order.venue_order_id,
+            venue_order_id: order.venue_order_id.to_owned(),
         },
         v1::OrderEventType::Filled => {
             let fill = u.fill.ok_or("a fill update without a fill")?;
-            let fill = v1::Fill {
-                trade_id: fill.trade_id,
-                price: fill.price,
-                quantity: fill.quantity,
-                fee: fill.fee,
-                fee_asset: fill.fee_asset,
-                liquidity: fill.liquidity,
-                executed_at: fill.executed_at,
-                ..v1::Fill::default()
-            };
-            OrderEvent::Fill(fill_from_proto(&fill).ok_or("a fill update without a valid fill")?)
+            OrderEvent::Fill(read_fill(fill)?.ok_or("a fill update without a valid fill")?)
         }
         v1::OrderEventType::Rejected => OrderEvent::Rejected {
             reason: v1::RejectReason::try_from(order.reject_reason)
                 .ok()
                 .and_then(reject_reason_from_proto)
                 .unwrap_or(RejectReason::VenueRejected),
-            message: order.reject_message,
+            message: order.reject_message.to_owned(),
         },
         v1::OrderEventType::Unknown => OrderEvent::Unknown {
-            message: order.reject_message,
+            message: order.reject_message.to_owned(),
         },
         v1::OrderEventType::CancelRequested => OrderEvent::CancelRequested,
         v1::OrderEventType::Canceled => OrderEvent::Canceled,
@@ -230,14 +352,14 @@ fn update(u: WireUpdate) -> Result<Change, String> {
     };
     Ok(Change::Event {
         sequence: u.sequence,
-        order_id: order.order_id,
+        order_id: order.order_id.to_owned(),
         event,
     })
 }
 
 impl journal::Record for Replayed {
     fn decode(body: &[u8]) -> Result<Self, String> {
-        Self::from_wire(WireRecord::decode(body).map_err(|e| e.to_string())?)
+        Self::read(body)
     }
 
     fn lsn(&self) -> u64 {
@@ -349,5 +471,116 @@ mod tests {
         }
         let garbage = Replayed::decode(&[0x08, 1, 0xff, 0xff]).unwrap_err();
         assert!(!garbage.is_empty());
+    }
+
+    /// A fill update as prost writes it, and the same fields written by hand in `order`.
+    fn fill_update() -> (Vec<u8>, v1::Fill, v1::Order) {
+        let fill = v1::Fill {
+            trade_id: "s0-t4".into(),
+            order_id: "s0-1".into(),
+            price: "101.5".into(),
+            quantity: "0.25".into(),
+            fee: "0.01".into(),
+            fee_asset: "USDT".into(),
+            liquidity: v1::Liquidity::Taker as i32,
+            executed_at: Some(convert::timestamp(
+                UNIX_EPOCH + std::time::Duration::from_secs(9),
+            )),
+            ..Default::default()
+        };
+        let order = order();
+        let record = JournalRecord {
+            lsn: 7,
+            time: None,
+            entry: Some(RecordEntry::Update(v1::OrderUpdate {
+                sequence: 3,
+                event: v1::OrderEventType::Filled as i32,
+                order: Some(order.clone()),
+                fill: Some(fill.clone()),
+                ..Default::default()
+            })),
+        };
+        (record.encode_to_vec(), fill, order)
+    }
+
+    #[test]
+    fn fields_are_read_in_any_order_and_unknown_ones_of_every_wire_type_are_skipped() {
+        use prost::encoding::{WireType, encode_key, encode_varint, message, uint64};
+        let (written, fill, order) = fill_update();
+        let expected = Replayed::decode(&written).unwrap();
+        assert!(
+            matches!(&expected.change, Change::Event { order_id, event: OrderEvent::Fill(f), .. }
+                if order_id == "s0-1" && f.trade_id == "s0-t4" && f.price.get().to_string() == "101.5"
+                    && f.fee.to_string() == "0.01" && f.fee_asset == "USDT"),
+            "{expected:?}"
+        );
+        // The update's fields last to first, with fields no reader declares in between: a
+        // fixed 64-bit, a fixed 32-bit and an unknown length-delimited one.
+        let mut update = Vec::new();
+        message::encode(5, &fill, &mut update);
+        encode_key(99, WireType::SixtyFourBit, &mut update);
+        update.extend_from_slice(&[0; 8]);
+        message::encode(4, &order, &mut update);
+        encode_key(98, WireType::ThirtyTwoBit, &mut update);
+        update.extend_from_slice(&[0; 4]);
+        uint64::encode(3, &(v1::OrderEventType::Filled as u64), &mut update);
+        encode_key(97, WireType::LengthDelimited, &mut update);
+        encode_varint(2, &mut update);
+        update.extend_from_slice(b"zz");
+        uint64::encode(2, &3, &mut update);
+        let mut record = Vec::new();
+        encode_key(3, WireType::LengthDelimited, &mut record);
+        encode_varint(update.len() as u64, &mut record);
+        record.extend_from_slice(&update);
+        uint64::encode(1, &7, &mut record);
+        let read = Replayed::decode(&record).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn damage_in_the_wire_format_is_named() {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let (written, ..) = fill_update();
+        // The record's update field (3) repeated.
+        let mut twice = written.clone();
+        twice.extend_from_slice(&written[written.iter().position(|b| *b == 0x1a).unwrap()..]);
+        // The lsn (1) written as a string.
+        let mut lsn_as_string = Vec::new();
+        encode_key(1, WireType::LengthDelimited, &mut lsn_as_string);
+        encode_varint(1, &mut lsn_as_string);
+        lsn_as_string.push(b'7');
+        // A length beyond the record's end.
+        let mut too_long = Vec::new();
+        encode_key(3, WireType::LengthDelimited, &mut too_long);
+        encode_varint(1_000, &mut too_long);
+        too_long.extend_from_slice(&[0; 10]);
+        // A group, which the proto never uses.
+        let mut group = Vec::new();
+        encode_key(3, WireType::StartGroup, &mut group);
+        // A fixed 64-bit field cut short.
+        let mut short = Vec::new();
+        encode_key(5, WireType::SixtyFourBit, &mut short);
+        short.extend_from_slice(&[0; 3]);
+        // An order id that is not UTF-8.
+        let mut bad_utf8 = order();
+        bad_utf8.order_id.clear();
+        let mut order_bytes = bad_utf8.encode_to_vec();
+        order_bytes.splice(0..0, [0x0a, 2, 0xc3, 0x28]);
+        let mut update = Vec::new();
+        prost::encoding::uint64::encode(3, &(v1::OrderEventType::Canceled as u64), &mut update);
+        prost::encoding::bytes::encode(4, &order_bytes, &mut update);
+        let mut not_utf8 = Vec::new();
+        prost::encoding::bytes::encode(3, &update, &mut not_utf8);
+        for (body, says) in [
+            (twice, "field 3 occurs twice"),
+            (lsn_as_string, "field 1 is not a varint"),
+            (too_long, "field 3: 1000 bytes, 10 left"),
+            (group, "field 3: groups are not used"),
+            (short, "field 5: 8 bytes, 3 left"),
+            (not_utf8, "field 1: invalid utf-8"),
+        ] {
+            let err = Replayed::decode(&body).unwrap_err();
+            assert!(err.contains(says), "{err:?} does not say {says:?}");
+        }
     }
 }
