@@ -1177,16 +1177,24 @@ impl Engine {
             || (account.to_owned(), day),
             |total| *total += pnl,
         );
-        for (asset, change) in [
-            (base, side * qty),
-            (quote, -(side * notional)),
-            (fill.fee_asset.as_str(), -fill.fee),
+        // (asset, amount, whether it is paid out): subtracted, not added negated, so that
+        // a zero fee leaves a zero balance positive.
+        for (asset, amount, paid) in [
+            (base, side * qty, false),
+            (quote, side * notional, true),
+            (fill.fee_asset.as_str(), fill.fee, true),
         ] {
             keys::update_sorted(
                 &mut self.balances,
                 &(account, asset) as &dyn Pair,
                 || (account.to_owned(), asset.to_owned()),
-                |balance| *balance += change,
+                |balance| {
+                    if paid {
+                        *balance -= amount;
+                    } else {
+                        *balance += amount;
+                    }
+                },
             );
         }
         let at = self.fills.push(FillRecord { order: idx, fill });
