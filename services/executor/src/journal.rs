@@ -8,6 +8,18 @@
 //! starts once the current one passes `journal.segment_bytes`; its directory entry is
 //! fsync'd before records go into it.
 //!
+//! # Preallocation
+//! The writer allocates a segment ahead of its records ([`PREALLOCATE`] at a time, with
+//! `fallocate`), so an append does not grow the file: the `fdatasync` after it then has no
+//! file size to commit to the filesystem's journal (on ext4 that makes a sync about a
+//! quarter faster). The allocated space reads as zeros, and a zero header (a record is
+//! never empty) ends a segment's records: a reader stops there when everything after it is
+//! zero too. Nonzero bytes after a zero header are a torn tail in the last segment and
+//! damage in any other. A segment is cut to its records when the writer moves on from it
+//! or closes, and a start cuts the tail of the last one before appending, so nothing
+//! written before a crash can reappear after records written since. Where `fallocate` is
+//! not supported the writer appends as before.
+//!
 //! # Why a log and not an embedded store
 //! The executor writes records once, in order, and reads them back once, in order, at
 //! start: the access pattern of a log. A log gives one `write` and one `fdatasync` per group
@@ -41,7 +53,8 @@
 //! every ticket fails with [`JournalError::Failed`], and the executor turns not-ready.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -57,6 +70,9 @@ use tokio::sync::watch;
 const HEADER: usize = 8;
 /// Largest record accepted on read: anything larger is damage, not data.
 const MAX_RECORD: usize = 16 * 1024 * 1024;
+/// Bytes a segment is allocated ahead of its records (at most `segment_bytes`): a file
+/// grows, and its size is committed by a sync, once per this many bytes of records.
+pub const PREALLOCATE: u64 = 1 << 20;
 
 /// Why the journal failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -439,23 +455,23 @@ fn read_segments<R: Record>(
             let frame = frame_at(&data, offset);
             let (body, next) = match frame {
                 Ok(v) => v,
-                Err(reason) if is_last => {
-                    // A reader of the live journal (truncate off) meets the record being
-                    // written as a torn tail, which is no news.
+                Err(reason) => {
+                    // Zeros to the end: space allocated ahead of the records, in any
+                    // segment. Anything else is a torn tail in the last segment (where a
+                    // reader of the live journal, truncate off, also meets the record being
+                    // written, which is no news) and damage in any other.
+                    let allocated = is_zero(&data[offset..]);
+                    if !allocated && !is_last {
+                        return Err(damage(reason));
+                    }
                     if truncate {
-                        tracing::warn!(path = %path.display(), offset, reason, "cutting off a torn journal tail");
-                        OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .and_then(|f| {
-                                f.set_len(offset as u64)?;
-                                f.sync_all()
-                            })
-                            .map_err(|e| io_error(path, &e))?;
+                        if !allocated {
+                            tracing::warn!(path = %path.display(), offset, reason, "cutting off a torn journal tail");
+                        }
+                        cut(path, offset as u64)?;
                     }
                     break;
                 }
-                Err(reason) => return Err(damage(reason)),
             };
             // Records before `from` (the head of the first segment) are not decoded.
             let (lsn, record) = match peek_lsn(body) {
@@ -490,12 +506,55 @@ fn read_segments<R: Record>(
     Ok(())
 }
 
+/// Whether `bytes` are all zero: space allocated ahead of a segment's records.
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+/// Cuts the segment at `path` to `len` bytes, durably.
+fn cut(path: &Path, len: u64) -> Result<(), JournalError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| {
+            f.set_len(len)?;
+            f.sync_all()
+        })
+        .map_err(|e| io_error(path, &e))
+}
+
+/// Opens the last segment for appending after its last whole record: whatever follows
+/// (zeros allocated ahead, or a torn record) is cut off first, so that it cannot be read
+/// as a continuation of the records written next.
+fn open_at_end(path: &Path) -> Result<(File, u64), JournalError> {
+    let data = fs::read(path).map_err(|e| io_error(path, &e))?;
+    let mut end = 0;
+    while let Ok((_, next)) = frame_at(&data, end) {
+        end = next;
+    }
+    if end < data.len() {
+        if !is_zero(&data[end..]) {
+            tracing::warn!(path = %path.display(), offset = end, "cutting off a torn journal tail");
+        }
+        cut(path, end as u64)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error(path, &e))?;
+    Ok((file, end as u64))
+}
+
 fn frame_at(data: &[u8], offset: usize) -> Result<(&[u8], usize), String> {
     let header = data
         .get(offset..offset + HEADER)
         .ok_or("a partial record header")?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 {
+        return Err("an empty record".into());
+    }
     if len > MAX_RECORD {
         return Err(format!("a record length of {len} bytes"));
     }
@@ -544,7 +603,12 @@ struct Writer {
     options: Options,
     file: File,
     path: PathBuf,
+    /// Bytes of records in the segment: where the next record goes.
     written: u64,
+    /// The file's length as allocated: `written` and the zeros ahead of it.
+    allocated: u64,
+    /// Whether to allocate ahead; off once `fallocate` failed (a filesystem without it).
+    preallocate: bool,
     durable: watch::Sender<Durable>,
     after: Box<dyn AfterSync>,
     /// The last LSN written to the file.
@@ -558,16 +622,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn open_segment(dir: &Path, first_lsn: u64) -> Result<(File, PathBuf, u64), JournalError> {
+    /// Creates the segment whose first record is `first_lsn` (a file of that name already
+    /// there is an error: no segment is ever started twice). Written with positioned
+    /// writes at [`Writer::written`], never in append mode (which would ignore the offset).
+    fn open_segment(dir: &Path, first_lsn: u64) -> Result<(File, PathBuf), JournalError> {
         let path = dir.join(segment_name(first_lsn));
         let file = OpenOptions::new()
-            .create(true)
-            .append(true)
+            .create_new(true)
+            .read(true)
+            .write(true)
             .open(&path)
             .map_err(|e| io_error(&path, &e))?;
-        let len = file.metadata().map_err(|e| io_error(&path, &e))?.len();
         fsync_dir(dir)?;
-        Ok((file, path, len))
+        Ok((file, path))
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
@@ -652,9 +719,13 @@ impl Writer {
                 }
             }
         }
-        // The channel closed (the journal is closing): make what was written durable.
+        // The channel closed (the journal is closing): make what was written durable,
+        // then give back the space allocated ahead (a crash would leave it: readers stop
+        // at its zeros).
         if let Err(e) = self.sync() {
             self.fail(&e);
+        } else if self.allocated > self.written {
+            let _ = self.file.set_len(self.written);
         }
     }
 
@@ -710,18 +781,44 @@ impl Writer {
     }
 
     fn write(&mut self, buf: &[u8]) -> Result<(), JournalError> {
+        let end = self.written + buf.len() as u64;
+        if self.preallocate && end > self.allocated {
+            self.allocate(end);
+        }
         self.file
-            .write_all(buf)
+            .write_all_at(buf, self.written)
             .map_err(|e| io_error(&self.path, &e))?;
-        self.written += buf.len() as u64;
+        self.written = end;
         Ok(())
     }
 
+    /// Allocates the segment past `end`; where that fails, appends grow the file instead.
+    /// An allocation is made durable by the next sync, like the records written into it.
+    fn allocate(&mut self, end: u64) {
+        let to = end + PREALLOCATE.min(self.options.segment_bytes.max(4096));
+        let mode = rustix::fs::FallocateFlags::empty();
+        match rustix::fs::fallocate(&self.file, mode, self.allocated, to - self.allocated) {
+            Ok(()) => self.allocated = to,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot preallocate journal segments; appending without");
+                self.preallocate = false;
+            }
+        }
+    }
+
     fn rotate(&mut self, next_lsn: u64) -> Result<(), JournalError> {
-        let (file, path, len) = Self::open_segment(&self.dir, next_lsn)?;
+        // The old segment keeps only its records; were this lost in a crash, readers would
+        // stop at the zeros after them.
+        if self.allocated > self.written {
+            self.file
+                .set_len(self.written)
+                .map_err(|e| io_error(&self.path, &e))?;
+        }
+        let (file, path) = Self::open_segment(&self.dir, next_lsn)?;
         self.file = file;
         self.path = path;
-        self.written = len;
+        self.written = 0;
+        self.allocated = 0;
         Ok(())
     }
 }
@@ -741,14 +838,13 @@ impl Journal {
         let existing = segments(dir)?;
         let (file, path, written) = match existing.last() {
             Some(path) => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| io_error(path, &e))?;
-                let len = file.metadata().map_err(|e| io_error(path, &e))?.len();
-                (file, path.clone(), len)
+                let (file, end) = open_at_end(path)?;
+                (file, path.clone(), end)
             }
-            None => Writer::open_segment(dir, last_lsn + 1)?,
+            None => {
+                let (file, path) = Writer::open_segment(dir, last_lsn + 1)?;
+                (file, path, 0)
+            }
         };
         let (durable_tx, durable) = watch::channel(Durable {
             lsn: last_lsn,
@@ -761,6 +857,8 @@ impl Journal {
             file,
             path,
             written,
+            allocated: written,
+            preallocate: true,
             durable: durable_tx,
             after,
             written_lsn: last_lsn,

@@ -183,6 +183,8 @@ async fn after_a_failed_write_nothing_is_acknowledged_again() {
         file: full,
         path: "/dev/full".into(),
         written: 0,
+        allocated: 0,
+        preallocate: true,
         durable: durable_tx,
         after: Box::new(Collect(Arc::new(Mutex::new(Vec::new())))),
         written_lsn: 1,
@@ -388,4 +390,120 @@ fn records_before_the_start_asked_for_are_checked_for_gaps_but_not_decoded() {
     std::fs::write(dir.path().join(segment_name(1)), &gap).unwrap();
     let err = replay_from(dir.path(), 5, |_| Ok(())).unwrap_err();
     assert!(err.to_string().contains("lsn 4 follows 2"), "{err}");
+}
+
+/// The sequence of each update record in `dir`, in LSN order, tails cut as at a start.
+fn sequences(dir: &Path) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    replay(dir, true, |r| {
+        if let Some(RecordEntry::Update(u)) = r.entry {
+            out.push((r.lsn, u.sequence));
+        }
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_segment_is_allocated_ahead_of_its_records_and_a_start_after_a_crash_appends_after_them()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = start(dir.path(), 0, 64 << 20);
+    let _ = j.append((1..=10).map(update).collect(), true).unwrap();
+    j.wait(10).await.unwrap();
+    let seg = segments(dir.path()).unwrap().pop().unwrap();
+    let records: u64 = (1..=10).map(|lsn| encoded(lsn).len() as u64).sum();
+    let allocated = fs::metadata(&seg).unwrap().len();
+    assert!(
+        allocated >= records + PREALLOCATE,
+        "{allocated} bytes for {records} bytes of records"
+    );
+    // The live journal reads as its records, the zeros after them as their end.
+    let mut live = Vec::new();
+    replay(dir.path(), false, |r| {
+        live.push(r.lsn);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(live, (1..=10).collect::<Vec<_>>());
+
+    // What a crash now would leave on disk: the records and the space allocated after them.
+    let crashed = tempfile::tempdir().unwrap();
+    fs::copy(&seg, crashed.path().join(seg.file_name().unwrap())).unwrap();
+    drop(j);
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        records,
+        "a closed segment keeps only its records"
+    );
+    assert_eq!(lsns(crashed.path()), (1..=10).collect::<Vec<_>>());
+    let (j, _) = start(crashed.path(), 10, 64 << 20);
+    let _ = j.append(vec![update(11)], true).unwrap();
+    j.wait(11).await.unwrap();
+    drop(j);
+    assert_eq!(lsns(crashed.path()), (1..=11).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_record_left_beyond_zeros_in_the_last_segment_is_cut_off_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A crash after records 1 and 2 were synced, while 3 and 4 were written but not yet:
+    // the page of 3 never reached the disk (zeros), that of 4 did.
+    let stale = Entry {
+        lsn: 4,
+        time: prost_types::Timestamp::default(),
+        payload: Payload::Update(Arc::new(v1::OrderUpdate {
+            shard: "s0".into(),
+            sequence: 999,
+            ..Default::default()
+        })),
+    };
+    let mut data = encoded(1);
+    data.extend(encoded(2));
+    data.extend(vec![0; encoded(3).len()]);
+    stale.encode(&mut data);
+    data.extend(vec![0; 4096]);
+    fs::write(dir.path().join(segment_name(1)), &data).unwrap();
+    // A reader of the live journal stops at the zeros.
+    let mut live = Vec::new();
+    replay(dir.path(), false, |r| {
+        live.push(r.lsn);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(live, vec![1, 2]);
+    // The start appends a new record 3 exactly where the lost one was; had it not cut the
+    // segment after record 2, the old record 4 would now follow it as if durable.
+    let (j, _) = start(dir.path(), 2, 64 << 20);
+    let _ = j.append(vec![update(3)], true).unwrap();
+    j.wait(3).await.unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let seg = dir.path().join(segment_name(1));
+    fs::copy(&seg, crashed.path().join(segment_name(1))).unwrap();
+    drop(j);
+    assert_eq!(sequences(dir.path()), vec![(1, 1), (2, 2), (3, 3)]);
+    assert_eq!(sequences(crashed.path()), vec![(1, 1), (2, 2), (3, 3)]);
+}
+
+#[test]
+fn zeros_end_the_records_of_any_segment_and_anything_after_them_before_the_last_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = three_hundred_records(dir.path());
+    // A crash while the writer moved on to a new segment leaves the old one allocated
+    // ahead: its zeros end its records.
+    let mut first = fs::read(&files[0]).unwrap();
+    first.extend(vec![0; 8192]);
+    fs::write(&files[0], &first).unwrap();
+    assert_eq!(lsns(dir.path()), (1..=300).collect::<Vec<_>>());
+    // Anything but zeros there is damage, named by its place.
+    let records = first.len() - 8192;
+    first[records + 100] = 1;
+    fs::write(&files[0], &first).unwrap();
+    let err = replay(dir.path(), false, |_| Ok(())).unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Corrupt { path, offset, .. }
+            if *offset == records as u64 && path.ends_with("journal-00000000000000000001.log")),
+        "{err}"
+    );
 }
