@@ -9,9 +9,10 @@
 //! from the record, and only what the change needs is decoded and allocated (an order's
 //! request for the record that accepted it; a fill's decimals are parsed from the record's
 //! bytes). Generated or derived prost messages would allocate every string they declare.
-//! The field numbers must follow the proto: the engine's tests replay every record a live
-//! run writes through this reader and compare the state with the live engine's, so a field
-//! read from the wrong number fails them.
+//! The field numbers are those of the proto, named in [`tags`]; a test checks each against
+//! the number prost's generated code writes the field with, and the engine's tests replay
+//! every record a live run writes through this reader and compare the state with the live
+//! engine's.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -112,12 +113,49 @@ fn once<'a>(slot: &mut Option<&'a [u8]>, tag: u32, value: Value<'a>) -> Result<(
     Ok(())
 }
 
+/// The numbers of the fields replay reads, by message, as the proto declares them.
+mod tags {
+    /// `execbridge.internal.v1.JournalRecord`.
+    pub(super) mod record {
+        pub const LSN: u32 = 1;
+        pub const TIME: u32 = 2;
+        pub const UPDATE: u32 = 3;
+        pub const ADMIN: u32 = 4;
+    }
+    /// `execbridge.v1.OrderUpdate`.
+    pub(super) mod update {
+        pub const SEQUENCE: u32 = 2;
+        pub const EVENT: u32 = 3;
+        pub const ORDER: u32 = 4;
+        pub const FILL: u32 = 5;
+    }
+    /// `execbridge.v1.Order`.
+    pub(super) mod order {
+        pub const ORDER_ID: u32 = 1;
+        pub const REQUEST: u32 = 2;
+        pub const REJECT_REASON: u32 = 7;
+        pub const REJECT_MESSAGE: u32 = 8;
+        pub const VENUE_ORDER_ID: u32 = 9;
+        pub const CREATED_AT: u32 = 10;
+    }
+    /// `execbridge.v1.Fill`.
+    pub(super) mod fill {
+        pub const TRADE_ID: u32 = 1;
+        pub const PRICE: u32 = 8;
+        pub const QUANTITY: u32 = 9;
+        pub const FEE: u32 = 10;
+        pub const FEE_ASSET: u32 = 11;
+        pub const LIQUIDITY: u32 = 12;
+        pub const EXECUTED_AT: u32 = 13;
+    }
+}
+
 fn timestamp(buf: &[u8]) -> Result<prost_types::Timestamp, String> {
     prost_types::Timestamp::decode(buf).map_err(|e| format!("a time: {e}"))
 }
 
-/// `JournalRecord` (proto/execbridge/internal/v1/journal.proto): `lsn = 1`, `time = 2`,
-/// and the entry, `update = 3` (an `execbridge.v1.OrderUpdate`) or `admin = 4`.
+/// `JournalRecord` (proto/execbridge/internal/v1/journal.proto): its lsn, time and entry
+/// (an `execbridge.v1.OrderUpdate` or an admin change).
 #[derive(Default)]
 struct RecordFields<'a> {
     lsn: u64,
@@ -126,7 +164,7 @@ struct RecordFields<'a> {
     admin: Option<&'a [u8]>,
 }
 
-/// `execbridge.v1.OrderUpdate`: `sequence = 2`, `event = 3`, `order = 4`, `fill = 5`.
+/// `execbridge.v1.OrderUpdate`: its sequence, event, order and fill.
 #[derive(Default)]
 struct UpdateFields<'a> {
     sequence: u64,
@@ -135,9 +173,8 @@ struct UpdateFields<'a> {
     fill: Option<&'a [u8]>,
 }
 
-/// `execbridge.v1.Order`: `order_id = 1`, `request = 2`, `reject_reason = 7`,
-/// `reject_message = 8`, `venue_order_id = 9`, `created_at = 10`. The figures after the
-/// change are not read: replay recomputes them from the fills.
+/// `execbridge.v1.Order`: its ids, request, rejection and creation time. The figures after
+/// the change are not read: replay recomputes them from the fills.
 #[derive(Default)]
 struct OrderFields<'a> {
     order_id: &'a str,
@@ -162,11 +199,12 @@ trait Message<'a>: Default {
 
 impl<'a> Message<'a> for RecordFields<'a> {
     fn field(&mut self, tag: u32, value: Value<'a>) -> Result<(), String> {
+        use tags::record::{ADMIN, LSN, TIME, UPDATE};
         match tag {
-            1 => varint(tag, value).map(|v| self.lsn = v),
-            2 => once(&mut self.time, tag, value),
-            3 => once(&mut self.update, tag, value),
-            4 => once(&mut self.admin, tag, value),
+            LSN => varint(tag, value).map(|v| self.lsn = v),
+            TIME => once(&mut self.time, tag, value),
+            UPDATE => once(&mut self.update, tag, value),
+            ADMIN => once(&mut self.admin, tag, value),
             _ => Ok(()),
         }
     }
@@ -174,11 +212,12 @@ impl<'a> Message<'a> for RecordFields<'a> {
 
 impl<'a> Message<'a> for UpdateFields<'a> {
     fn field(&mut self, tag: u32, value: Value<'a>) -> Result<(), String> {
+        use tags::update::{EVENT, FILL, ORDER, SEQUENCE};
         match tag {
-            2 => varint(tag, value).map(|v| self.sequence = v),
-            3 => int32(tag, value).map(|v| self.event = v),
-            4 => once(&mut self.order, tag, value),
-            5 => once(&mut self.fill, tag, value),
+            SEQUENCE => varint(tag, value).map(|v| self.sequence = v),
+            EVENT => int32(tag, value).map(|v| self.event = v),
+            ORDER => once(&mut self.order, tag, value),
+            FILL => once(&mut self.fill, tag, value),
             _ => Ok(()),
         }
     }
@@ -186,32 +225,34 @@ impl<'a> Message<'a> for UpdateFields<'a> {
 
 impl<'a> Message<'a> for OrderFields<'a> {
     fn field(&mut self, tag: u32, value: Value<'a>) -> Result<(), String> {
+        use tags::order::{
+            CREATED_AT, ORDER_ID, REJECT_MESSAGE, REJECT_REASON, REQUEST, VENUE_ORDER_ID,
+        };
         match tag {
-            1 => string(tag, value).map(|v| self.order_id = v),
-            2 => once(&mut self.request, tag, value),
-            7 => int32(tag, value).map(|v| self.reject_reason = v),
-            8 => string(tag, value).map(|v| self.reject_message = v),
-            9 => string(tag, value).map(|v| self.venue_order_id = v),
-            10 => once(&mut self.created_at, tag, value),
+            ORDER_ID => string(tag, value).map(|v| self.order_id = v),
+            REQUEST => once(&mut self.request, tag, value),
+            REJECT_REASON => int32(tag, value).map(|v| self.reject_reason = v),
+            REJECT_MESSAGE => string(tag, value).map(|v| self.reject_message = v),
+            VENUE_ORDER_ID => string(tag, value).map(|v| self.venue_order_id = v),
+            CREATED_AT => once(&mut self.created_at, tag, value),
             _ => Ok(()),
         }
     }
 }
 
-/// `execbridge.v1.Fill` without the order's identity, which replay takes from the order:
-/// `trade_id = 1`, `price = 8`, `quantity = 9`, `fee = 10`, `fee_asset = 11`,
-/// `liquidity = 12`, `executed_at = 13`.
+/// `execbridge.v1.Fill` without the order's identity, which replay takes from the order.
 fn read_fill(buf: &[u8]) -> Result<Option<execbridge_domain::Fill>, String> {
     let mut f = convert::FillFields::default();
     let mut executed_at = None;
+    use tags::fill::{EXECUTED_AT, FEE, FEE_ASSET, LIQUIDITY, PRICE, QUANTITY, TRADE_ID};
     fields(buf, |tag, value| match tag {
-        1 => string(tag, value).map(|v| f.trade_id = v),
-        8 => string(tag, value).map(|v| f.price = v),
-        9 => string(tag, value).map(|v| f.quantity = v),
-        10 => string(tag, value).map(|v| f.fee = v),
-        11 => string(tag, value).map(|v| f.fee_asset = v),
-        12 => int32(tag, value).map(|v| f.liquidity = v),
-        13 => once(&mut executed_at, tag, value),
+        TRADE_ID => string(tag, value).map(|v| f.trade_id = v),
+        PRICE => string(tag, value).map(|v| f.price = v),
+        QUANTITY => string(tag, value).map(|v| f.quantity = v),
+        FEE => string(tag, value).map(|v| f.fee = v),
+        FEE_ASSET => string(tag, value).map(|v| f.fee_asset = v),
+        LIQUIDITY => int32(tag, value).map(|v| f.liquidity = v),
+        EXECUTED_AT => once(&mut executed_at, tag, value),
         _ => Ok(()),
     })?;
     let executed_at = executed_at.map(timestamp).transpose()?;
@@ -535,6 +576,191 @@ mod tests {
         uint64::encode(1, &7, &mut record);
         let read = Replayed::decode(&record).unwrap();
         assert_eq!(format!("{read:?}"), format!("{expected:?}"));
+    }
+
+    /// Checks that each message, with one field set, is written by prost with that field
+    /// numbered as its pair says.
+    fn numbered_as_prost_writes<M: prost::Message + std::fmt::Debug>(fields_set: &[(u32, M)]) {
+        for (number, message) in fields_set {
+            let mut written = Vec::new();
+            fields(&message.encode_to_vec(), |tag, _| {
+                written.push(tag);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(written, [*number], "{message:?}");
+        }
+    }
+
+    #[test]
+    fn field_numbers_are_those_prost_encodes_each_field_with() {
+        use super::tags::{fill, order, record, update};
+        let time = Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        });
+        let text = || "x".to_string();
+        let record_fields = [
+            (
+                record::LSN,
+                JournalRecord {
+                    lsn: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                record::TIME,
+                JournalRecord {
+                    time,
+                    ..Default::default()
+                },
+            ),
+            (
+                record::UPDATE,
+                JournalRecord {
+                    entry: Some(RecordEntry::Update(v1::OrderUpdate::default())),
+                    ..Default::default()
+                },
+            ),
+            (
+                record::ADMIN,
+                JournalRecord {
+                    entry: Some(RecordEntry::Admin(AdminChange::default())),
+                    ..Default::default()
+                },
+            ),
+        ];
+        numbered_as_prost_writes(&record_fields);
+        let update_fields = [
+            (
+                update::SEQUENCE,
+                v1::OrderUpdate {
+                    sequence: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                update::EVENT,
+                v1::OrderUpdate {
+                    event: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                update::ORDER,
+                v1::OrderUpdate {
+                    order: Some(v1::Order::default()),
+                    ..Default::default()
+                },
+            ),
+            (
+                update::FILL,
+                v1::OrderUpdate {
+                    fill: Some(v1::Fill::default()),
+                    ..Default::default()
+                },
+            ),
+        ];
+        numbered_as_prost_writes(&update_fields);
+        // Each field of the order beside its neighbours that a swap would confuse it with
+        // (created_at and updated_at are both timestamps, the ids all strings).
+        let order_fields = [
+            (
+                order::ORDER_ID,
+                v1::Order {
+                    order_id: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                order::REQUEST,
+                v1::Order {
+                    request: Some(v1::OrderRequest::default()),
+                    ..Default::default()
+                },
+            ),
+            (
+                order::REJECT_REASON,
+                v1::Order {
+                    reject_reason: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                order::REJECT_MESSAGE,
+                v1::Order {
+                    reject_message: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                order::VENUE_ORDER_ID,
+                v1::Order {
+                    venue_order_id: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                order::CREATED_AT,
+                v1::Order {
+                    created_at: time,
+                    ..Default::default()
+                },
+            ),
+        ];
+        numbered_as_prost_writes(&order_fields);
+        let fill_fields = [
+            (
+                fill::TRADE_ID,
+                v1::Fill {
+                    trade_id: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                fill::PRICE,
+                v1::Fill {
+                    price: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                fill::QUANTITY,
+                v1::Fill {
+                    quantity: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                fill::FEE,
+                v1::Fill {
+                    fee: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                fill::FEE_ASSET,
+                v1::Fill {
+                    fee_asset: text(),
+                    ..Default::default()
+                },
+            ),
+            (
+                fill::LIQUIDITY,
+                v1::Fill {
+                    liquidity: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                fill::EXECUTED_AT,
+                v1::Fill {
+                    executed_at: time,
+                    ..Default::default()
+                },
+            ),
+        ];
+        numbered_as_prost_writes(&fill_fields);
     }
 
     #[test]
