@@ -8,6 +8,7 @@
 //! - [`schedule`]: when each open-loop request is meant to leave.
 //! - [`load`]: the closed loop (one call in flight) and the open loop (a fixed rate).
 //! - [`report`]: percentiles, the gateway/echo ratios, the table and the JSON file.
+//! - [`scrape`]: the executor's journal sync times over the run, from its metrics.
 //! - [`suite`]: the whole run: start, measure every scenario on every target, stop.
 
 pub mod cli;
@@ -15,5 +16,6 @@ pub mod echo;
 pub mod load;
 pub mod report;
 pub mod schedule;
+pub mod scrape;
 pub mod stack;
 pub mod suite;

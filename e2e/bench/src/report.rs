@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::load::Run;
+use crate::scrape::SyncTimes;
 
 /// The target the gateway is compared with.
 pub const ECHO: &str = "echo";
@@ -189,6 +190,8 @@ pub struct Report {
     pub results: Vec<Summary>,
     /// gateway/echo per scenario.
     pub ratios: Vec<Ratio>,
+    /// The executor's journal fdatasync times over the whole run, from its metrics.
+    pub journal_fsync: Option<SyncTimes>,
 }
 
 impl Report {
@@ -250,6 +253,13 @@ pub fn table(report: &Report) -> String {
                 s.scenario, s.target, lag.p50_us, lag.p99_us, lag.max_us
             );
         }
+    }
+    if let Some(sync) = &report.journal_fsync {
+        let _ = writeln!(
+            out,
+            "executor journal fdatasync over the run: {} syncs, mean {:.1}, p50 ~{:.1}, p99 ~{:.1} (within histogram buckets; part of the gateway latency)",
+            sync.count, sync.mean_us, sync.p50_us, sync.p99_us
+        );
     }
     for s in report.results.iter().filter(|s| s.errors > 0) {
         let kinds: Vec<String> = s

@@ -84,6 +84,8 @@ pub struct Stack {
     pub echo: SocketAddr,
     /// The gateway's public API.
     pub gateway: SocketAddr,
+    /// The executor's admin port (its metrics).
+    pub executor_admin: SocketAddr,
 }
 
 /// `n` distinct loopback ports free at the time of the call. All are held until all are
@@ -207,6 +209,7 @@ impl Stack {
             scratch: None,
             echo,
             gateway: gw,
+            executor_admin: ex_admin,
         };
         let scratch = std::env::temp_dir().join(format!("execbridge-bench-{}", std::process::id()));
         std::fs::create_dir_all(&scratch)

@@ -12,6 +12,7 @@ use crate::cli::BenchArgs;
 use crate::load::{OrderIds, closed_loop, connect, open_loop};
 use crate::report::{self, ECHO, GATEWAY, Report, Settings, Summary};
 use crate::schedule::Schedule;
+use crate::scrape::{self, SyncTimes};
 use crate::stack::Stack;
 
 /// Runs the benchmark as `args` say, prints the table to stdout and writes the JSON.
@@ -37,6 +38,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         // Ctrl-C: return, so the stack is dropped and its processes stopped.
         _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
     };
+    let journal_fsync = journal_fsync(&stack).await;
     stack.stop();
 
     let report = Report {
@@ -59,6 +61,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         },
         ratios: report::ratios(&results),
         results,
+        journal_fsync,
     };
     std::io::stdout()
         .lock()
@@ -76,6 +79,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(report.errors() == 0)
+}
+
+/// The executor's journal sync times over the run; `None`, with the reason on stderr,
+/// when its metrics cannot be read (the latency figures stand without them).
+async fn journal_fsync(stack: &Stack) -> Option<SyncTimes> {
+    let text = scrape::metrics(stack.executor_admin, std::time::Duration::from_secs(5))
+        .await
+        .inspect_err(|e| eprintln!("execbridge-bench: no journal sync times: {e:#}"))
+        .ok()?;
+    let times = scrape::parse_histogram(&text, scrape::FSYNC_METRIC)
+        .as_ref()
+        .and_then(SyncTimes::of);
+    if times.is_none() {
+        eprintln!(
+            "execbridge-bench: no journal sync times: the executor's metrics have no {} observations",
+            scrape::FSYNC_METRIC
+        );
+    }
+    times
 }
 
 /// Both scenarios, each on the echo server first and then on the gateway, so the two

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::{ECHO, GATEWAY, Percentiles, Report, Settings, Summary, ratios, table, write_json};
 use crate::load::{Errors, Run, histogram};
+use crate::scrape::SyncTimes;
 
 /// A run whose latencies are 1, 2, ..., `n` microseconds over `secs` seconds.
 fn run(n: u64, scale_us: u64, secs: u64) -> Run {
@@ -109,6 +110,12 @@ fn report() -> Report {
         },
         ratios: ratios(&results),
         results,
+        journal_fsync: Some(SyncTimes {
+            count: 3,
+            mean_us: 150.0,
+            p50_us: 140.0,
+            p99_us: 480.5,
+        }),
     }
 }
 
@@ -125,6 +132,10 @@ fn the_table_shows_every_row_the_ratios_the_send_lag_and_the_first_error() {
     assert!(text.contains("send lag open_loop"), "{text}");
     assert!(text.contains("2 failed (Unavailable x2)"), "{text}");
     assert!(text.contains("connection refused"), "{text}");
+    assert!(
+        text.contains("fdatasync over the run: 3 syncs, mean 150.0, p50 ~140.0, p99 ~480.5"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -144,4 +155,5 @@ fn the_json_file_is_written_with_its_directory() {
     assert_eq!(json["results"][1]["errors_by_kind"]["Unavailable"], 2);
     assert!(json["results"][0]["p99_us"].is_f64());
     assert_eq!(json["ratios"][0]["scenario"], "open_loop");
+    assert_eq!(json["journal_fsync"]["count"], 3);
 }
