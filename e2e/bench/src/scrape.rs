@@ -86,7 +86,9 @@ pub fn parse_histogram(text: &str, name: &str) -> Option<Histogram> {
             sum = value.trim().parse().ok();
         }
     }
-    (!buckets.is_empty()).then_some(())?;
+    if buckets.is_empty() {
+        return None;
+    }
     Some(Histogram {
         buckets,
         count: count?,
@@ -110,7 +112,9 @@ pub struct SyncTimes {
 impl SyncTimes {
     /// The summary of `histogram` (in seconds); `None` without observations.
     pub fn of(histogram: &Histogram) -> Option<Self> {
-        (histogram.count > 0).then_some(())?;
+        if histogram.count == 0 {
+            return None;
+        }
         Some(Self {
             count: histogram.count,
             mean_us: histogram.sum / histogram.count as f64 * 1e6,
