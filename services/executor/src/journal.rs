@@ -14,11 +14,11 @@
 //! file size to commit to the filesystem's journal (on ext4 that made the median sync
 //! about a sixth shorter in `execbridge-bench`). The allocated space reads as zeros, and a
 //! zero header (a record is never empty) ends a segment's records: a reader stops there
-//! when everything after it is zero too. Nonzero bytes after a zero header are a torn tail in the last segment and
-//! damage in any other. A segment is cut to its records when the writer moves on from it
-//! or closes, and a start cuts the tail of the last one before appending, so nothing
-//! written before a crash can reappear after records written since. Where `fallocate` is
-//! not supported the writer appends as before.
+//! when everything after it is zero too. Nonzero bytes after a zero header are a torn tail
+//! in the last segment and damage in any other. A segment is cut to its records when the
+//! writer moves on from it or closes, and a start cuts the tail of the last one before
+//! appending, so nothing written before a crash can reappear after records written since.
+//! Where `fallocate` is not supported the writer appends as before.
 //!
 //! # Why a log and not an embedded store
 //! The executor writes records once, in order, and reads them back once, in order, at

@@ -242,9 +242,9 @@ impl<'a> Message<'a> for OrderFields<'a> {
 
 /// `execbridge.v1.Fill` without the order's identity, which replay takes from the order.
 fn read_fill(buf: &[u8]) -> Result<Option<execbridge_domain::Fill>, String> {
+    use tags::fill::{EXECUTED_AT, FEE, FEE_ASSET, LIQUIDITY, PRICE, QUANTITY, TRADE_ID};
     let mut f = convert::FillFields::default();
     let mut executed_at = None;
-    use tags::fill::{EXECUTED_AT, FEE, FEE_ASSET, LIQUIDITY, PRICE, QUANTITY, TRADE_ID};
     fields(buf, |tag, value| match tag {
         TRADE_ID => string(tag, value).map(|v| f.trade_id = v),
         PRICE => string(tag, value).map(|v| f.price = v),
@@ -578,6 +578,13 @@ mod tests {
         assert_eq!(format!("{read:?}"), format!("{expected:?}"));
     }
 
+    /// A message with only what `set` sets.
+    fn with<M: Default>(set: impl FnOnce(&mut M)) -> M {
+        let mut message = M::default();
+        set(&mut message);
+        message
+    }
+
     /// Checks that each message, with one field set, is written by prost with that field
     /// numbered as its pair says.
     fn numbered_as_prost_writes<M: prost::Message + std::fmt::Debug>(fields_set: &[(u32, M)]) {
@@ -600,167 +607,80 @@ mod tests {
             nanos: 0,
         });
         let text = || "x".to_string();
-        let record_fields = [
-            (
-                record::LSN,
-                JournalRecord {
-                    lsn: 1,
-                    ..Default::default()
-                },
-            ),
-            (
-                record::TIME,
-                JournalRecord {
-                    time,
-                    ..Default::default()
-                },
-            ),
+        numbered_as_prost_writes(&[
+            (record::LSN, with(|r: &mut JournalRecord| r.lsn = 1)),
+            (record::TIME, with(|r: &mut JournalRecord| r.time = time)),
             (
                 record::UPDATE,
-                JournalRecord {
-                    entry: Some(RecordEntry::Update(v1::OrderUpdate::default())),
-                    ..Default::default()
-                },
+                with(|r: &mut JournalRecord| {
+                    r.entry = Some(RecordEntry::Update(v1::OrderUpdate::default()));
+                }),
             ),
             (
                 record::ADMIN,
-                JournalRecord {
-                    entry: Some(RecordEntry::Admin(AdminChange::default())),
-                    ..Default::default()
-                },
+                with(|r: &mut JournalRecord| {
+                    r.entry = Some(RecordEntry::Admin(AdminChange::default()));
+                }),
             ),
-        ];
-        numbered_as_prost_writes(&record_fields);
-        let update_fields = [
+        ]);
+        numbered_as_prost_writes(&[
             (
                 update::SEQUENCE,
-                v1::OrderUpdate {
-                    sequence: 1,
-                    ..Default::default()
-                },
+                with(|u: &mut v1::OrderUpdate| u.sequence = 1),
             ),
-            (
-                update::EVENT,
-                v1::OrderUpdate {
-                    event: 1,
-                    ..Default::default()
-                },
-            ),
+            (update::EVENT, with(|u: &mut v1::OrderUpdate| u.event = 1)),
             (
                 update::ORDER,
-                v1::OrderUpdate {
-                    order: Some(v1::Order::default()),
-                    ..Default::default()
-                },
+                with(|u: &mut v1::OrderUpdate| u.order = Some(v1::Order::default())),
             ),
             (
                 update::FILL,
-                v1::OrderUpdate {
-                    fill: Some(v1::Fill::default()),
-                    ..Default::default()
-                },
+                with(|u: &mut v1::OrderUpdate| u.fill = Some(v1::Fill::default())),
             ),
-        ];
-        numbered_as_prost_writes(&update_fields);
+        ]);
         // Each field of the order beside its neighbours that a swap would confuse it with
         // (created_at and updated_at are both timestamps, the ids all strings).
-        let order_fields = [
+        numbered_as_prost_writes(&[
             (
                 order::ORDER_ID,
-                v1::Order {
-                    order_id: text(),
-                    ..Default::default()
-                },
+                with(|o: &mut v1::Order| o.order_id = text()),
             ),
             (
                 order::REQUEST,
-                v1::Order {
-                    request: Some(v1::OrderRequest::default()),
-                    ..Default::default()
-                },
+                with(|o: &mut v1::Order| o.request = Some(v1::OrderRequest::default())),
             ),
             (
                 order::REJECT_REASON,
-                v1::Order {
-                    reject_reason: 1,
-                    ..Default::default()
-                },
+                with(|o: &mut v1::Order| o.reject_reason = 1),
             ),
             (
                 order::REJECT_MESSAGE,
-                v1::Order {
-                    reject_message: text(),
-                    ..Default::default()
-                },
+                with(|o: &mut v1::Order| o.reject_message = text()),
             ),
             (
                 order::VENUE_ORDER_ID,
-                v1::Order {
-                    venue_order_id: text(),
-                    ..Default::default()
-                },
+                with(|o: &mut v1::Order| o.venue_order_id = text()),
             ),
             (
                 order::CREATED_AT,
-                v1::Order {
-                    created_at: time,
-                    ..Default::default()
-                },
+                with(|o: &mut v1::Order| o.created_at = time),
             ),
-        ];
-        numbered_as_prost_writes(&order_fields);
-        let fill_fields = [
-            (
-                fill::TRADE_ID,
-                v1::Fill {
-                    trade_id: text(),
-                    ..Default::default()
-                },
-            ),
-            (
-                fill::PRICE,
-                v1::Fill {
-                    price: text(),
-                    ..Default::default()
-                },
-            ),
-            (
-                fill::QUANTITY,
-                v1::Fill {
-                    quantity: text(),
-                    ..Default::default()
-                },
-            ),
-            (
-                fill::FEE,
-                v1::Fill {
-                    fee: text(),
-                    ..Default::default()
-                },
-            ),
+        ]);
+        numbered_as_prost_writes(&[
+            (fill::TRADE_ID, with(|f: &mut v1::Fill| f.trade_id = text())),
+            (fill::PRICE, with(|f: &mut v1::Fill| f.price = text())),
+            (fill::QUANTITY, with(|f: &mut v1::Fill| f.quantity = text())),
+            (fill::FEE, with(|f: &mut v1::Fill| f.fee = text())),
             (
                 fill::FEE_ASSET,
-                v1::Fill {
-                    fee_asset: text(),
-                    ..Default::default()
-                },
+                with(|f: &mut v1::Fill| f.fee_asset = text()),
             ),
-            (
-                fill::LIQUIDITY,
-                v1::Fill {
-                    liquidity: 1,
-                    ..Default::default()
-                },
-            ),
+            (fill::LIQUIDITY, with(|f: &mut v1::Fill| f.liquidity = 1)),
             (
                 fill::EXECUTED_AT,
-                v1::Fill {
-                    executed_at: time,
-                    ..Default::default()
-                },
+                with(|f: &mut v1::Fill| f.executed_at = time),
             ),
-        ];
-        numbered_as_prost_writes(&fill_fields);
+        ]);
     }
 
     #[test]
