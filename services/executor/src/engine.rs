@@ -43,7 +43,7 @@ use crate::paper::{self, Book, Quote, Step};
 use crate::venue::{PaperVenue, Received};
 
 mod history;
-mod keys;
+pub(crate) mod keys;
 mod replayed;
 
 pub use history::Retention;
@@ -351,7 +351,10 @@ pub struct Engine {
     sequence: u64,
     lsn: u64,
     outbox: Vec<Entry>,
-    in_flight: Map<usize, watch::Sender<bool>>,
+    /// Orders sent to the venue whose answer is not applied yet, with the channel a
+    /// duplicate submission waits on; made only when one does (most orders never meet a
+    /// duplicate, and a channel per order was a visible share of a batch's cost).
+    in_flight: Map<usize, Option<watch::Sender<bool>>>,
     arriving: Set<usize>,
     flatten_count: u64,
 }
@@ -766,7 +769,11 @@ impl Engine {
             return Ok(Begin::Duplicate {
                 idx,
                 order: order_to_proto(existing),
-                in_flight: self.in_flight.get(&idx).map(watch::Sender::subscribe),
+                in_flight: self.in_flight.get_mut(&idx).map(|waiters| {
+                    waiters
+                        .get_or_insert_with(|| watch::channel(false).0)
+                        .subscribe()
+                }),
             });
         }
         self.forgotten
@@ -830,8 +837,7 @@ impl Engine {
                 order: order_to_proto(&self.orders[idx]),
             });
         }
-        let (tx, _) = watch::channel(false);
-        self.in_flight.insert(idx, tx);
+        self.in_flight.insert(idx, None);
         Ok(Begin::New {
             idx,
             ack_latency: self.venue.ack_latency(),
@@ -849,7 +855,7 @@ impl Engine {
         clock: Instant,
     ) -> Result<VenueOutcome, EngineError> {
         let result = self.venue_submit_inner(idx, now, clock);
-        if let Some(done) = self.in_flight.remove(&idx) {
+        if let Some(Some(done)) = self.in_flight.remove(&idx) {
             // Duplicates waiting on this order may go once the outcome is durable; the
             // caller waits for that before it answers, and so do they (see Shard::submit).
             let _ = done.send(true);

@@ -6,6 +6,7 @@
 //! would touch every test that builds them. Several shards in one process (tests) share
 //! the series.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prometheus::core::Collector;
@@ -192,31 +193,51 @@ pub fn register(registry: &Registry) {
     }
 }
 
-/// Counts a durable order update.
-pub fn order_update(update: &execbridge_api::v1::OrderUpdate) {
-    let Some(order) = &update.order else {
-        return;
-    };
-    let status = execbridge_api::v1::OrderStatus::try_from(order.status)
-        .map_or("UNKNOWN", |s| s.as_str_name());
-    let reason = execbridge_api::v1::RejectReason::try_from(order.reject_reason)
-        .map_or("UNKNOWN", |r| r.as_str_name());
-    // An unknown venue is whatever the caller typed: keep the label set bounded.
-    let venue = match order.request.as_ref() {
-        _ if order.reject_reason == execbridge_api::v1::RejectReason::UnknownVenue as i32 => {
-            "unknown"
+/// Counts durable order updates in `executor_orders_total`.
+///
+/// Keeps the counter of each label set it has met, so counting an update (the journal
+/// writer counts every one) does not format and hash its labels in the registry again:
+/// statuses, reasons and configured venues are few.
+#[derive(Default)]
+pub struct OrderCounts {
+    /// By (status, reject reason): each venue's counter.
+    seen: HashMap<(i32, i32), Vec<(String, IntCounter)>, foldhash::fast::RandomState>,
+}
+
+impl OrderCounts {
+    /// Counts `update` (nothing for an update without its order).
+    pub fn count(&mut self, update: &execbridge_api::v1::OrderUpdate) {
+        let Some(order) = &update.order else {
+            return;
+        };
+        // An unknown venue is whatever the caller typed: keep the label set bounded.
+        let venue = match order.request.as_ref() {
+            _ if order.reject_reason == execbridge_api::v1::RejectReason::UnknownVenue as i32 => {
+                "unknown"
+            }
+            Some(r) => r.venue.as_str(),
+            None => "",
+        };
+        let venues = self
+            .seen
+            .entry((order.status, order.reject_reason))
+            .or_default();
+        if let Some((_, counter)) = venues.iter().find(|(v, _)| v == venue) {
+            counter.inc();
+            return;
         }
-        Some(r) => r.venue.as_str(),
-        None => "",
-    };
-    get()
-        .orders
-        .with_label_values(&[
+        let status = execbridge_api::v1::OrderStatus::try_from(order.status)
+            .map_or("UNKNOWN", |s| s.as_str_name());
+        let reason = execbridge_api::v1::RejectReason::try_from(order.reject_reason)
+            .map_or("UNKNOWN", |r| r.as_str_name());
+        let counter = get().orders.with_label_values(&[
             strip(status, "ORDER_STATUS_"),
             venue,
             strip(reason, "REJECT_REASON_"),
-        ])
-        .inc();
+        ]);
+        counter.inc();
+        venues.push((venue.to_owned(), counter));
+    }
 }
 
 /// `name` without the proto enum prefix ("ORDER_STATUS_FILLED" -> "FILLED"); the

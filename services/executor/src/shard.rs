@@ -89,13 +89,14 @@ pub struct ReplayStats {
 struct Fanout {
     updates: Arc<Updates>,
     audit: Option<crate::audit::AuditFeed>,
+    counts: crate::metrics::OrderCounts,
 }
 
 impl AfterSync for Fanout {
     fn synced(&mut self, entries: &[Entry]) {
         for entry in entries {
             if let Payload::Update(u) = &entry.payload {
-                crate::metrics::order_update(u);
+                self.counts.count(u);
                 self.updates.publish(u.clone());
             }
         }
@@ -199,6 +200,7 @@ impl Shard {
             Box::new(Fanout {
                 updates: updates.clone(),
                 audit: feed,
+                counts: crate::metrics::OrderCounts::default(),
             }),
         )?;
         let durable = journal.watch();

@@ -13,6 +13,7 @@
 //! All randomness (latency jitter, faults) comes from one ChaCha generator seeded from
 //! configuration, so a run is reproducible under the same seed and the same order flow.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -26,39 +27,41 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PaperConfig;
+use crate::engine::keys::{Pair, update_hashed};
 
 /// The venue's maps: keyed by ids we make or the caller sends, hashed with foldhash as the
 /// engine's are (std's SipHash was a visible share of an order's cost).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// One fact in the venue's ledger.
+/// One fact in the venue's ledger. Its text borrows what the venue is told (a fact is
+/// written as it is recorded) and owns what a ledger file is read into.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
-pub enum LedgerEntry {
+pub enum LedgerEntry<'a> {
     /// An order arrived and became venue order `venue_order_id`.
     Accepted {
         /// Account.
-        account: String,
+        account: Cow<'a, str>,
         /// Client order id.
-        client_order_id: String,
+        client_order_id: Cow<'a, str>,
         /// The venue's id.
-        venue_order_id: String,
+        venue_order_id: Cow<'a, str>,
     },
     /// An order arrived and was refused.
     Rejected {
         /// Account.
-        account: String,
+        account: Cow<'a, str>,
         /// Client order id.
-        client_order_id: String,
+        client_order_id: Cow<'a, str>,
         /// Why.
-        message: String,
+        message: Cow<'a, str>,
     },
     /// A venue order traded.
     Fill {
         /// The venue order.
-        venue_order_id: String,
+        venue_order_id: Cow<'a, str>,
         /// Trade id.
-        trade_id: String,
+        trade_id: Cow<'a, str>,
         /// Price.
         price: Decimal,
         /// Quantity.
@@ -66,7 +69,7 @@ pub enum LedgerEntry {
         /// Fee.
         fee: Decimal,
         /// Fee asset.
-        fee_asset: String,
+        fee_asset: Cow<'a, str>,
         /// Maker or taker.
         maker: bool,
         /// Unix nanoseconds.
@@ -75,7 +78,7 @@ pub enum LedgerEntry {
     /// A venue order ended (canceled or expired).
     Done {
         /// The venue order.
-        venue_order_id: String,
+        venue_order_id: Cow<'a, str>,
         /// True for a cancel, false for an expiry.
         canceled: bool,
     },
@@ -180,32 +183,33 @@ impl PaperVenue {
         Ok(venue)
     }
 
-    fn remember(&mut self, entry: &LedgerEntry) {
+    fn remember(&mut self, entry: &LedgerEntry<'_>) {
         match entry {
             LedgerEntry::Accepted {
                 account,
                 client_order_id,
                 venue_order_id,
             } => {
-                let key = (account.clone(), client_order_id.clone());
-                self.records
-                    .entry(key.clone())
-                    .or_default()
-                    .venue_order_ids
-                    .push(venue_order_id.clone());
-                self.by_venue_id.insert(venue_order_id.clone(), key);
+                let owned = || (account.to_string(), client_order_id.to_string());
+                update_hashed(
+                    &mut self.records,
+                    &(account.as_ref(), client_order_id.as_ref()) as &dyn Pair,
+                    owned,
+                    |record| record.venue_order_ids.push(venue_order_id.to_string()),
+                );
+                self.by_venue_id.insert(venue_order_id.to_string(), owned());
                 self.next_order += 1;
             }
             LedgerEntry::Rejected {
                 account,
                 client_order_id,
                 message,
-            } => {
-                self.records
-                    .entry((account.clone(), client_order_id.clone()))
-                    .or_default()
-                    .rejected = Some(message.clone());
-            }
+            } => update_hashed(
+                &mut self.records,
+                &(account.as_ref(), client_order_id.as_ref()) as &dyn Pair,
+                || (account.to_string(), client_order_id.to_string()),
+                |record| record.rejected = Some(message.to_string()),
+            ),
             LedgerEntry::Fill {
                 venue_order_id,
                 trade_id,
@@ -218,7 +222,7 @@ impl PaperVenue {
             } => {
                 self.next_trade += 1;
                 let (Some(key), Ok(price), Ok(quantity)) = (
-                    self.by_venue_id.get(venue_order_id),
+                    self.by_venue_id.get(venue_order_id.as_ref()),
                     Price::new_checked(*price),
                     Quantity::new_checked(*quantity),
                 ) else {
@@ -226,11 +230,11 @@ impl PaperVenue {
                 };
                 if let Some(record) = self.records.get_mut(key) {
                     record.fills.push(Fill {
-                        trade_id: trade_id.clone(),
+                        trade_id: trade_id.to_string(),
                         price,
                         quantity,
                         fee: *fee,
-                        fee_asset: fee_asset.clone(),
+                        fee_asset: fee_asset.to_string(),
                         liquidity: if *maker {
                             Liquidity::Maker
                         } else {
@@ -244,7 +248,7 @@ impl PaperVenue {
                 venue_order_id,
                 canceled,
             } => {
-                if let Some(key) = self.by_venue_id.get(venue_order_id)
+                if let Some(key) = self.by_venue_id.get(venue_order_id.as_ref())
                     && let Some(record) = self.records.get_mut(key)
                 {
                     record.done = Some(*canceled);
@@ -253,7 +257,7 @@ impl PaperVenue {
         }
     }
 
-    fn record(&mut self, entry: LedgerEntry) {
+    fn record(&mut self, entry: LedgerEntry<'_>) {
         if self.ledger.is_some() {
             if serde_json::to_writer(&mut self.pending, &entry).is_ok() {
                 self.pending.push(b'\n');
@@ -320,17 +324,17 @@ impl PaperVenue {
         if self.chance(faults.reject_probability) {
             let message = "injected fault: the venue rejected the order".to_owned();
             self.record(LedgerEntry::Rejected {
-                account: account.to_owned(),
-                client_order_id: client_order_id.to_owned(),
-                message: message.clone(),
+                account: account.into(),
+                client_order_id: client_order_id.into(),
+                message: message.as_str().into(),
             });
             return Received::Rejected(RejectReason::VenueRejected, message);
         }
         let venue_order_id = format!("paper-{}-{}", self.shard, self.next_order + 1);
         self.record(LedgerEntry::Accepted {
-            account: account.to_owned(),
-            client_order_id: client_order_id.to_owned(),
-            venue_order_id: venue_order_id.clone(),
+            account: account.into(),
+            client_order_id: client_order_id.into(),
+            venue_order_id: venue_order_id.as_str().into(),
         });
         let ack_lost = self.chance(faults.lost_ack_probability);
         Received::Accepted {
@@ -355,9 +359,8 @@ impl PaperVenue {
             Liquidity::Taker => self.config.taker_fee_bps,
         };
         let notional = price.get() * quantity.get();
-        let trade_id = format!("{}-t{}", self.shard, self.next_trade + 1);
         let fill = Fill {
-            trade_id: trade_id.clone(),
+            trade_id: format!("{}-t{}", self.shard, self.next_trade + 1),
             price,
             quantity,
             fee: (notional * Decimal::from(bps) / Decimal::from(10_000))
@@ -372,12 +375,12 @@ impl PaperVenue {
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or_default();
         self.record(LedgerEntry::Fill {
-            venue_order_id: venue_order_id.to_owned(),
-            trade_id,
+            venue_order_id: venue_order_id.into(),
+            trade_id: fill.trade_id.as_str().into(),
             price: price.get(),
             quantity: quantity.get(),
             fee: fill.fee,
-            fee_asset: fee_asset.to_owned(),
+            fee_asset: fee_asset.into(),
             maker: liquidity == Liquidity::Maker,
             at_nanos,
         });
@@ -390,15 +393,14 @@ impl PaperVenue {
             return;
         }
         self.record(LedgerEntry::Done {
-            venue_order_id: venue_order_id.to_owned(),
+            venue_order_id: venue_order_id.into(),
             canceled,
         });
     }
 
     /// What the venue knows of an order: the reconciliation query.
     pub fn lookup(&self, account: &str, client_order_id: &str) -> Option<&VenueRecord> {
-        self.records
-            .get(&(account.to_owned(), client_order_id.to_owned()))
+        self.records.get(&(account, client_order_id) as &dyn Pair)
     }
 
     /// Drops what the venue remembers of a finished order the executor has forgotten
@@ -406,7 +408,7 @@ impl PaperVenue {
     pub fn forget(&mut self, account: &str, client_order_id: &str) {
         if let Some(record) = self
             .records
-            .remove(&(account.to_owned(), client_order_id.to_owned()))
+            .remove(&(account, client_order_id) as &dyn Pair)
         {
             for id in &record.venue_order_ids {
                 self.by_venue_id.remove(id);
@@ -511,7 +513,8 @@ pub fn count_venue_orders(path: &Path) -> std::io::Result<HashMap<(String, Strin
             ..
         }) = serde_json::from_str(&line?)
         {
-            *out.entry((account, client_order_id)).or_insert(0) += 1;
+            *out.entry((account.into_owned(), client_order_id.into_owned()))
+                .or_insert(0) += 1;
         }
     }
     Ok(out)

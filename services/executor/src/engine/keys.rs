@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 
 /// `(account, asset)`: a balance.
-pub(super) trait Pair {
+pub(crate) trait Pair {
     fn parts(&self) -> (&str, &str);
 }
 
@@ -133,7 +133,7 @@ pub(super) fn update_sorted<K, Q, V>(
 }
 
 /// [`update_sorted`] for a hash map.
-pub(super) fn update_hashed<K, Q, V, S>(
+pub(crate) fn update_hashed<K, Q, V, S>(
     map: &mut HashMap<K, V, S>,
     key: &Q,
     owned: impl FnOnce() -> K,
