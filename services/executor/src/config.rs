@@ -396,6 +396,11 @@ pub struct PaperConfig {
     /// the exchange's side, used by reconciliation). Empty: `paper-venue.jsonl` in the
     /// journal directory.
     pub ledger_path: PathBuf,
+    /// A start rewrites the ledger to the facts of the orders the executor still holds
+    /// once it is this large (0: never), keeping the old file beside it as
+    /// `<ledger>.<n>`: a start then reads those facts and what was written since, not
+    /// every order the venue ever took.
+    pub ledger_compact_bytes: u64,
 }
 
 /// Simulated venue latency, microseconds; each draw adds a uniform jitter of 0 to
@@ -444,6 +449,7 @@ impl Default for PaperConfig {
             depth: crate::paper::DepthConfig::default(),
             faults: FaultConfig::default(),
             ledger_path: PathBuf::new(),
+            ledger_compact_bytes: 64 << 20,
         }
     }
 }

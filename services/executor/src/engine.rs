@@ -588,6 +588,19 @@ impl Engine {
         });
     }
 
+    /// Compacts the paper venue's ledger past `threshold` bytes: see
+    /// [`PaperVenue::compact_ledger`]. After [`Engine::drop_venue_records_of_forgotten_orders`]
+    /// (or a replay from the beginning), so it keeps the orders this engine holds.
+    ///
+    /// # Errors
+    /// [`crate::venue::LedgerError`] when a file cannot be written; the ledger is unchanged.
+    pub fn compact_venue_ledger(
+        &mut self,
+        threshold: u64,
+    ) -> Result<Option<crate::venue::Compacted>, crate::venue::LedgerError> {
+        self.venue.compact_ledger(threshold)
+    }
+
     /// Finished orders held whole, and keys of forgotten ones still refused.
     pub fn history_held(&self) -> (usize, usize) {
         (self.finished.len(), self.forgotten.len())

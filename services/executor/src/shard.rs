@@ -186,6 +186,19 @@ impl Shard {
         if snapshot_lsn > 0 {
             engine.drop_venue_records_of_forgotten_orders();
         }
+        // Before anything new reaches the venue: a failure leaves the ledger as it was,
+        // to be read whole again at the next start.
+        match engine.compact_venue_ledger(config.paper.ledger_compact_bytes) {
+            Ok(Some(c)) => tracing::info!(
+                before_bytes = c.before,
+                after_bytes = c.after,
+                orders = c.orders,
+                history = %c.archive.display(),
+                "paper venue ledger compacted"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "paper venue ledger not compacted"),
+        }
         let audit = crate::audit::Audit::start(config, &dir, last_lsn)?;
         let feed = audit.as_ref().map(crate::audit::Audit::feed);
         let journal = Journal::start(

@@ -10,12 +10,18 @@
 //! two venue orders. Exactly-once is the executor's job, and the crash test counts the
 //! ledger's venue orders per client order id to prove it.
 //!
+//! The ledger grows with every order, and a start reads it whole; memory does not, as the
+//! venue forgets the orders the executor forgets. So a start that finds the ledger past
+//! `paper.ledger_compact_bytes` rewrites it to the facts of the orders the executor still
+//! holds ([`PaperVenue::compact_ledger`]) and keeps the old file beside it as
+//! `<ledger>.<n>`, the venue's history, which only [`count_venue_orders`] reads.
+//!
 //! All randomness (latency jitter, faults) comes from one ChaCha generator seeded from
 //! configuration, so a run is reproducible under the same seed and the same order flow.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,6 +87,14 @@ pub enum LedgerEntry<'a> {
         venue_order_id: Cow<'a, str>,
         /// True for a cancel, false for an expiry.
         canceled: bool,
+    },
+    /// The id counters, last in a compacted ledger (see [`PaperVenue::compact_ledger`]):
+    /// the ids of orders it no longer holds are not made again.
+    Counters {
+        /// Venue orders made.
+        next_order: u64,
+        /// Trades made.
+        next_trade: u64,
     },
 }
 
@@ -254,6 +268,13 @@ impl PaperVenue {
                     record.done = Some(*canceled);
                 }
             }
+            LedgerEntry::Counters {
+                next_order,
+                next_trade,
+            } => {
+                self.next_order = self.next_order.max(*next_order);
+                self.next_trade = self.next_trade.max(*next_trade);
+            }
         }
     }
 
@@ -283,6 +304,92 @@ impl PaperVenue {
             tracing::error!(path = %path.display(), error = %e, "paper venue ledger write failed");
         }
         self.pending.clear();
+    }
+
+    /// Rewrites the ledger to the facts of the orders the venue still remembers, once the
+    /// file has grown past `threshold` bytes (0: never); the old file stays beside it as
+    /// `<name>.<n>`, the venue's history, which nothing reads at start.
+    ///
+    /// Called at start, once the engine has been rebuilt and the venue has dropped what
+    /// it remembered of the orders the executor forgot: reconciliation asks only about
+    /// the orders it holds, so a start reads the facts of those and what was written since,
+    /// not every order the venue ever took. The compacted file ends with the id counters,
+    /// so ids are never reused.
+    ///
+    /// Crash safe: the compacted file is written and synced under a temporary name, the
+    /// old one is linked to its history name, and only then renamed over; a crash leaves
+    /// the old ledger in place, and a history name that is already a link to it is not
+    /// made twice.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when a file cannot be written or renamed; the ledger is then left
+    /// as it was.
+    pub fn compact_ledger(&mut self, threshold: u64) -> Result<Option<Compacted>, LedgerError> {
+        self.flush();
+        let Some((path, _)) = &self.ledger else {
+            return Ok(None);
+        };
+        let path = path.clone();
+        let err = |source| LedgerError {
+            path: path.clone(),
+            source,
+        };
+        let before = fs::metadata(&path).map_err(err)?;
+        if threshold == 0 || before.len() < threshold {
+            return Ok(None);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+
+        let compacting = dir.join(format!("{name}.compacting"));
+        let mut out = std::io::BufWriter::new(File::create(&compacting).map_err(err)?);
+        let mut write = |fact: &LedgerEntry<'_>| -> std::io::Result<()> {
+            serde_json::to_writer(&mut out, fact)?;
+            out.write_all(b"\n")
+        };
+        for ((account, client_order_id), record) in &self.records {
+            for fact in facts(account, client_order_id, record) {
+                write(&fact).map_err(err)?;
+            }
+        }
+        write(&LedgerEntry::Counters {
+            next_order: self.next_order,
+            next_trade: self.next_trade,
+        })
+        .map_err(err)?;
+        let file = out.into_inner().map_err(|e| err(e.into_error()))?;
+        file.sync_all().map_err(err)?;
+        let after = file.metadata().map_err(err)?.len();
+        drop(file);
+
+        let history = ledger_history(&path).map_err(err)?;
+        let archive = match history.iter().find(|(_, p)| same_file(p, &before)) {
+            // A compaction that crashed after the link kept the history already.
+            Some((_, kept)) => kept.clone(),
+            None => {
+                let n = history.iter().map(|(n, _)| *n).max().unwrap_or(0) + 1;
+                let archive = dir.join(format!("{name}.{n}"));
+                fs::hard_link(&path, &archive).map_err(err)?;
+                fsync_dir(&dir).map_err(err)?;
+                archive
+            }
+        };
+        fs::rename(&compacting, &path).map_err(err)?;
+        fsync_dir(&dir).map_err(err)?;
+        let file = OpenOptions::new().append(true).open(&path).map_err(err)?;
+        self.ledger = Some((path, file));
+        Ok(Some(Compacted {
+            before: before.len(),
+            after,
+            orders: self.records.len(),
+            archive,
+        }))
     }
 
     /// An order arrives at the venue.
@@ -370,10 +477,6 @@ impl PaperVenue {
             liquidity,
             executed_at,
         };
-        let at_nanos = executed_at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or_default();
         self.record(LedgerEntry::Fill {
             venue_order_id: venue_order_id.into(),
             trade_id: fill.trade_id.as_str().into(),
@@ -382,7 +485,7 @@ impl PaperVenue {
             fee: fill.fee,
             fee_asset: fee_asset.into(),
             maker: liquidity == Liquidity::Maker,
-            at_nanos,
+            at_nanos: unix_nanos(executed_at),
         });
         fill
     }
@@ -498,26 +601,140 @@ impl PaperVenue {
     }
 }
 
-/// Reads a ledger file and counts venue orders per (account, client order id): how tests
-/// prove no order reached the venue twice.
+/// Reads a ledger file, and the history its compactions kept, and counts venue orders per
+/// (account, client order id): how tests prove no order reached the venue twice. A venue
+/// order found in both (a compaction keeps the orders the venue still remembers) counts
+/// once.
 ///
 /// # Errors
-/// When the file cannot be read.
+/// When a file cannot be read.
 pub fn count_venue_orders(path: &Path) -> std::io::Result<HashMap<(String, String), usize>> {
-    let mut out = HashMap::new();
-    let reader = BufReader::new(File::open(path)?);
-    for line in reader.lines() {
-        if let Ok(LedgerEntry::Accepted {
-            account,
-            client_order_id,
-            ..
-        }) = serde_json::from_str(&line?)
-        {
-            *out.entry((account.into_owned(), client_order_id.into_owned()))
-                .or_insert(0) += 1;
+    let mut orders: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    let files = ledger_history(path)?
+        .into_iter()
+        .map(|(_, file)| file)
+        .chain([path.to_owned()]);
+    for file in files {
+        for line in BufReader::new(File::open(&file)?).lines() {
+            if let Ok(LedgerEntry::Accepted {
+                account,
+                client_order_id,
+                venue_order_id,
+            }) = serde_json::from_str(&line?)
+            {
+                orders
+                    .entry((account.into_owned(), client_order_id.into_owned()))
+                    .or_default()
+                    .insert(venue_order_id.into_owned());
+            }
         }
     }
-    Ok(out)
+    Ok(orders
+        .into_iter()
+        .map(|(key, ids)| (key, ids.len()))
+        .collect())
+}
+
+/// What [`PaperVenue::compact_ledger`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    /// The ledger's bytes before.
+    pub before: u64,
+    /// And after.
+    pub after: u64,
+    /// Orders whose facts it kept.
+    pub orders: usize,
+    /// Where the old ledger is kept.
+    pub archive: PathBuf,
+}
+
+/// The facts that rebuild `record` when a ledger is read: its venue orders, its
+/// rejection, its fills (on its first venue order: a record keeps the fills of all of
+/// them together) and how it ended (on its last).
+fn facts<'r>(
+    account: &'r str,
+    client_order_id: &'r str,
+    record: &'r VenueRecord,
+) -> impl Iterator<Item = LedgerEntry<'r>> {
+    let accepted = record
+        .venue_order_ids
+        .iter()
+        .map(move |id| LedgerEntry::Accepted {
+            account: account.into(),
+            client_order_id: client_order_id.into(),
+            venue_order_id: id.as_str().into(),
+        });
+    let rejected = record
+        .rejected
+        .iter()
+        .map(move |message| LedgerEntry::Rejected {
+            account: account.into(),
+            client_order_id: client_order_id.into(),
+            message: message.as_str().into(),
+        });
+    let fills = record.venue_order_ids.first().into_iter().flat_map(|id| {
+        record.fills.iter().map(move |fill| LedgerEntry::Fill {
+            venue_order_id: id.as_str().into(),
+            trade_id: fill.trade_id.as_str().into(),
+            price: fill.price.get(),
+            quantity: fill.quantity.get(),
+            fee: fill.fee,
+            fee_asset: fill.fee_asset.as_str().into(),
+            maker: fill.liquidity == Liquidity::Maker,
+            at_nanos: unix_nanos(fill.executed_at),
+        })
+    });
+    let done = record
+        .venue_order_ids
+        .last()
+        .zip(record.done)
+        .map(|(id, canceled)| LedgerEntry::Done {
+            venue_order_id: id.as_str().into(),
+            canceled,
+        });
+    accepted.chain(rejected).chain(fills).chain(done)
+}
+
+fn unix_nanos(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// The files a ledger's compactions kept (`<name>.<n>`), with their numbers.
+fn ledger_history(path: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let name = path
+        .file_name()
+        .map(|n| format!("{}.", n.to_string_lossy()))
+        .unwrap_or_default();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        if let Some(n) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&name))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            found.push((n, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Whether `path` is the file `meta` describes (another name for it).
+fn same_file(path: &Path, meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(path).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Drop for PaperVenue {
@@ -525,3 +742,6 @@ impl Drop for PaperVenue {
         self.flush();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,11 @@
 //! kills land while snapshots are written and segments deleted, and restarts start from
 //! a snapshot and the journal after it.
 //!
+//! Every run compacts the paper venue's ledger at each start once it passes 16 KiB, so
+//! reconciliation after a kill reads the compacted ledger (and, with no finished order
+//! retained, a ledger without the forgotten orders); venue orders are counted in the
+//! ledger and the history its compactions kept.
+//!
 //! `EXECBRIDGE_CRASH_ROUNDS` sets the number of kills (default 20; 100 for the long run),
 //! `EXECBRIDGE_CRASH_ORDERS` the batch size (default 10,000).
 
@@ -94,6 +99,7 @@ fn start_executor(
         )
         .env("EXECBRIDGE_EXECUTOR_MARKETDATA__ENDPOINT", marketdata)
         .env("EXECBRIDGE_EXECUTOR_JOURNAL__DIR", dir)
+        .env("EXECBRIDGE_EXECUTOR_PAPER__LEDGER_COMPACT_BYTES", "16384")
         .env("EXECBRIDGE_EXECUTOR_SHARD__RECONCILE_INTERVAL_MS", "100")
         .env("EXECBRIDGE_EXECUTOR_LOG__LEVEL", "warn")
         .stdout(Stdio::null())
@@ -180,6 +186,24 @@ async fn kill_9_while_snapshots_are_written_and_segments_deleted_loses_nothing()
         },
     )
     .await;
+}
+
+/// The history files the ledger's compactions kept (`paper-venue.jsonl.<n>`).
+fn ledger_history_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .is_some_and(|name| {
+                    name.strip_prefix("paper-venue.jsonl.")
+                        .is_some_and(|n| n.parse::<u64>().is_ok())
+                })
+        })
+        .count()
 }
 
 /// The first LSN of the oldest journal segment left.
@@ -477,6 +501,7 @@ async fn crash_rounds(per_call: usize, settings: Settings) {
         execbridge_executor::venue::count_venue_orders(&dir.path().join("paper-venue.jsonl"))
             .expect("the venue ledger");
     let venue_orders: usize = venue.values().sum();
+    let compactions = ledger_history_files(dir.path());
     let max_per_id = venue.values().copied().max().unwrap_or(0);
     let missing: Vec<&String> = acked.keys().filter(|k| !seen.contains_key(*k)).collect();
     let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
@@ -490,8 +515,8 @@ async fn crash_rounds(per_call: usize, settings: Settings) {
         "crash test ({}): {kills} kill -9 rounds, {total} orders in {:.1}s; acknowledged {} \
          (of which {} answered as duplicates after a retry, {} refused as forgotten), {} \
          submissions failed by a kill and were retried; orders in the executor{} {}; venue orders {venue_orders} (max {max_per_id} \
-         per client_order_id); statuses {statuses:?}; not terminal {open}; audit entries {} \
-         ({})",
+         per client_order_id; ledger compacted at {compactions} starts); statuses {statuses:?}; \
+         not terminal {open}; audit entries {} ({})",
         if per_call == 1 {
             "SubmitOrder".to_owned()
         } else {
@@ -521,6 +546,10 @@ async fn crash_rounds(per_call: usize, settings: Settings) {
     );
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     assert!(twice.is_empty(), "present twice: {twice:?}");
+    assert!(
+        compactions >= 1,
+        "the last start found a ledger past 16 KiB and compacted it"
+    );
     assert!(
         unknown_ids.is_empty(),
         "orders nobody sent: {unknown_ids:?}"

@@ -29,6 +29,18 @@ async fn open(config: &ExecutorConfig) -> (Arc<Shard>, ReplayStats) {
         .unwrap()
 }
 
+/// A quote for the orders' symbol, so market orders fill.
+fn quote(shard: &Shard) {
+    shard.market(|e| {
+        e.on_quote(
+            "paper",
+            "BTC-USDT",
+            Quote::around(100.into()),
+            SystemTime::now(),
+        );
+    });
+}
+
 fn sequences(updates: &[Arc<v1::OrderUpdate>]) -> Vec<u64> {
     updates.iter().map(|u| u.sequence).collect()
 }
@@ -44,14 +56,7 @@ async fn a_reopened_shard_has_the_same_state_and_serves_updates_from_memory_and_
     config.journal.segment_bytes = 64 * 1024;
 
     let (shard, _) = open(&config).await;
-    shard.market(|e| {
-        e.on_quote(
-            "paper",
-            "BTC-USDT",
-            Quote::around(100.into()),
-            SystemTime::now(),
-        );
-    });
+    quote(&shard);
     for i in 0..ORDERS {
         let req = execbridge_api::convert::order_request_from_proto(&order(i), "").unwrap();
         let submitted = shard.submit(req).await.unwrap();
@@ -94,4 +99,66 @@ async fn a_reopened_shard_has_the_same_state_and_serves_updates_from_memory_and_
         "every update carries its order"
     );
     shard.close(false).await;
+}
+
+/// The `accepted` facts of a ledger file: the venue orders it holds.
+fn accepted_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(r#""t":"accepted""#))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_compacts_the_venue_ledger_to_the_orders_the_shard_still_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ExecutorConfig::default();
+    config.journal.dir = dir.path().to_owned();
+    config.audit.sink = AuditSinkKind::None;
+    config.shard.retain_finished_orders = 2;
+    config.paper.ledger_compact_bytes = 1;
+    let ledger = dir.path().join("paper-venue.jsonl");
+
+    let (shard, _) = open(&config).await;
+    quote(&shard);
+    let mut venue_ids = Vec::new();
+    for i in 0..10 {
+        let req = execbridge_api::convert::order_request_from_proto(&order(i), "").unwrap();
+        let submitted = shard.submit(req).await.unwrap();
+        assert_eq!(submitted.order.status, v1::OrderStatus::Filled as i32);
+        venue_ids.push(submitted.order.venue_order_id);
+    }
+    let digest = shard.peek(|e| e.digest());
+    // Finished orders beyond the two retained are forgotten when the next one begins.
+    let (held, _) = shard.peek(|e| e.history_held());
+    assert_eq!(held, 3);
+    shard.close(false).await;
+    drop(shard);
+    assert_eq!(accepted_in(&ledger).len(), 10);
+
+    let (shard, _) = open(&config).await;
+    assert_eq!(shard.peek(|e| e.digest()), digest, "the same state");
+    let kept = accepted_in(&ledger);
+    assert_eq!(kept.len(), held, "the finished orders still held: {kept:?}");
+    for id in &venue_ids[10 - held..] {
+        assert!(kept.iter().any(|line| line.contains(id.as_str())), "{id}");
+    }
+    assert_eq!(
+        accepted_in(&dir.path().join("paper-venue.jsonl.1")).len(),
+        10,
+        "the old ledger is kept as history"
+    );
+
+    // Ids continue after those the compacted ledger no longer holds.
+    quote(&shard);
+    let req = execbridge_api::convert::order_request_from_proto(&order(10), "").unwrap();
+    let next = shard.submit(req).await.unwrap().order.venue_order_id;
+    assert!(next.ends_with("-11"), "{next} after {venue_ids:?}");
+    shard.close(false).await;
+    drop(shard);
+    let counted = execbridge_executor::venue::count_venue_orders(&ledger).unwrap();
+    assert_eq!(counted.len(), 11);
+    assert!(counted.values().all(|n| *n == 1), "{counted:?}");
 }
