@@ -588,9 +588,11 @@ impl Engine {
         });
     }
 
-    /// Compacts the paper venue's ledger past `threshold` bytes: see
-    /// [`PaperVenue::compact_ledger`]. After [`Engine::drop_venue_records_of_forgotten_orders`]
-    /// (or a replay from the beginning), so it keeps the orders this engine holds.
+    /// Compacts the paper venue's ledger past `threshold` bytes to the facts of the open
+    /// orders, the only ones reconciliation asks the venue about: see
+    /// [`PaperVenue::compact_ledger`]. Only where everything the engine holds is durable
+    /// (at start, after the replay): an order finished in memory but not yet in the
+    /// journal is open again after a crash, and its venue record must still be found.
     ///
     /// # Errors
     /// [`crate::venue::LedgerError`] when a file cannot be written; the ledger is unchanged.
@@ -598,7 +600,17 @@ impl Engine {
         &mut self,
         threshold: u64,
     ) -> Result<Option<crate::venue::Compacted>, crate::venue::LedgerError> {
-        self.venue.compact_ledger(threshold)
+        let (held, forgotten, open, in_flight) = (
+            &self.by_client,
+            &self.forgotten,
+            &self.open,
+            &self.in_flight,
+        );
+        self.venue
+            .compact_ledger(threshold, |account, client_order_id| {
+                held.get(&forgotten.key(account, client_order_id))
+                    .is_some_and(|idx| open.contains(idx) || in_flight.contains_key(idx))
+            })
     }
 
     /// Finished orders held whole, and keys of forgotten ones still refused.

@@ -306,15 +306,16 @@ impl PaperVenue {
         self.pending.clear();
     }
 
-    /// Rewrites the ledger to the facts of the orders the venue still remembers, once the
-    /// file has grown past `threshold` bytes (0: never); the old file stays beside it as
-    /// `<name>.<n>`, the venue's history, which nothing reads at start.
+    /// Rewrites the ledger to the facts of the orders `keep` names, once the file has
+    /// grown past `threshold` bytes (0: never); the old file stays beside it as
+    /// `<name>.<n>`, the venue's history, which nothing reads at start. The compacted file
+    /// ends with the id counters, so ids are never reused.
     ///
-    /// Called at start, once the engine has been rebuilt and the venue has dropped what
-    /// it remembered of the orders the executor forgot: reconciliation asks only about
-    /// the orders it holds, so a start reads the facts of those and what was written since,
-    /// not every order the venue ever took. The compacted file ends with the id counters,
-    /// so ids are never reused.
+    /// Called at start, once the engine has been rebuilt from the journal, with the
+    /// orders it holds open: reconciliation asks the venue about those only, and what the
+    /// journal says of every other order is durable. A start then reads their facts and
+    /// what was written since, not every order the venue ever took. What the venue
+    /// remembers in memory is not changed.
     ///
     /// Crash safe: the compacted file is written and synced under a temporary name, the
     /// old one is linked to its history name, and only then renamed over; a crash leaves
@@ -324,7 +325,11 @@ impl PaperVenue {
     /// # Errors
     /// [`LedgerError`] when a file cannot be written or renamed; the ledger is then left
     /// as it was.
-    pub fn compact_ledger(&mut self, threshold: u64) -> Result<Option<Compacted>, LedgerError> {
+    pub fn compact_ledger(
+        &mut self,
+        threshold: u64,
+        mut keep: impl FnMut(&str, &str) -> bool,
+    ) -> Result<Option<Compacted>, LedgerError> {
         self.flush();
         let Some((path, _)) = &self.ledger else {
             return Ok(None);
@@ -353,9 +358,13 @@ impl PaperVenue {
             serde_json::to_writer(&mut out, fact)?;
             out.write_all(b"\n")
         };
+        let mut orders = 0;
         for ((account, client_order_id), record) in &self.records {
-            for fact in facts(account, client_order_id, record) {
-                write(&fact).map_err(err)?;
+            if keep(account, client_order_id) {
+                orders += 1;
+                for fact in facts(account, client_order_id, record) {
+                    write(&fact).map_err(err)?;
+                }
             }
         }
         write(&LedgerEntry::Counters {
@@ -387,7 +396,7 @@ impl PaperVenue {
         Ok(Some(Compacted {
             before: before.len(),
             after,
-            orders: self.records.len(),
+            orders,
             archive,
         }))
     }

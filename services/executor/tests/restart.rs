@@ -112,42 +112,47 @@ fn accepted_in(path: &std::path::Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_compacts_the_venue_ledger_to_the_orders_the_shard_still_holds() {
+async fn a_start_compacts_the_venue_ledger_to_the_orders_the_shard_holds_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ExecutorConfig::default();
     config.journal.dir = dir.path().to_owned();
     config.audit.sink = AuditSinkKind::None;
-    config.shard.retain_finished_orders = 2;
     config.paper.ledger_compact_bytes = 1;
     let ledger = dir.path().join("paper-venue.jsonl");
 
     let (shard, _) = open(&config).await;
     quote(&shard);
-    let mut venue_ids = Vec::new();
+    let mut filled = Vec::new();
     for i in 0..10 {
         let req = execbridge_api::convert::order_request_from_proto(&order(i), "").unwrap();
         let submitted = shard.submit(req).await.unwrap();
         assert_eq!(submitted.order.status, v1::OrderStatus::Filled as i32);
-        venue_ids.push(submitted.order.venue_order_id);
+        filled.push(submitted.order.venue_order_id);
     }
+    // A buy below the bid rests at the venue.
+    let resting = v1::OrderRequest {
+        client_order_id: "resting".into(),
+        r#type: v1::OrderType::Limit as i32,
+        price: "97".into(),
+        time_in_force: v1::TimeInForce::Gtc as i32,
+        ..order(0)
+    };
+    let req = execbridge_api::convert::order_request_from_proto(&resting, "").unwrap();
+    let open_order = shard.submit(req).await.unwrap().order;
+    assert_eq!(open_order.status, v1::OrderStatus::New as i32);
     let digest = shard.peek(|e| e.digest());
-    // Finished orders beyond the two retained are forgotten when the next one begins.
-    let (held, _) = shard.peek(|e| e.history_held());
-    assert_eq!(held, 3);
     shard.close(false).await;
     drop(shard);
-    assert_eq!(accepted_in(&ledger).len(), 10);
+    assert_eq!(accepted_in(&ledger).len(), 11);
 
     let (shard, _) = open(&config).await;
     assert_eq!(shard.peek(|e| e.digest()), digest, "the same state");
     let kept = accepted_in(&ledger);
-    assert_eq!(kept.len(), held, "the finished orders still held: {kept:?}");
-    for id in &venue_ids[10 - held..] {
-        assert!(kept.iter().any(|line| line.contains(id.as_str())), "{id}");
-    }
+    assert_eq!(kept.len(), 1, "only the open order: {kept:?}");
+    assert!(kept[0].contains(&format!("\"{}\"", open_order.venue_order_id)));
     assert_eq!(
         accepted_in(&dir.path().join("paper-venue.jsonl.1")).len(),
-        10,
+        11,
         "the old ledger is kept as history"
     );
 
@@ -155,10 +160,10 @@ async fn a_start_compacts_the_venue_ledger_to_the_orders_the_shard_still_holds()
     quote(&shard);
     let req = execbridge_api::convert::order_request_from_proto(&order(10), "").unwrap();
     let next = shard.submit(req).await.unwrap().order.venue_order_id;
-    assert!(next.ends_with("-11"), "{next} after {venue_ids:?}");
+    assert!(next.ends_with("-12"), "{next} after {filled:?}");
     shard.close(false).await;
     drop(shard);
     let counted = execbridge_executor::venue::count_venue_orders(&ledger).unwrap();
-    assert_eq!(counted.len(), 11);
+    assert_eq!(counted.len(), 12);
     assert!(counted.values().all(|n| *n == 1), "{counted:?}");
 }

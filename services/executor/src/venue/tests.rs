@@ -55,15 +55,18 @@ fn a_compacted_ledger_keeps_what_the_venue_remembers_and_the_old_file_as_its_his
     let mut venue = venue_with_history(&path);
     let old = fs::read(&path).unwrap();
 
-    assert_eq!(venue.compact_ledger(0).unwrap(), None, "0: never");
-    assert_eq!(
-        venue.compact_ledger(old.len() as u64 + 1).unwrap(),
-        None,
-        "not past it"
-    );
-    let compacted = venue.compact_ledger(old.len() as u64).unwrap().unwrap();
+    // The executor's open orders: c1 and c2 (r1 was refused; c3 is forgotten).
+    let open = |_: &str, client_order_id: &str| ["c1", "c2"].contains(&client_order_id);
+    assert_eq!(venue.compact_ledger(0, open).unwrap(), None, "0: never");
+    let not_past = old.len() as u64 + 1;
+    assert_eq!(venue.compact_ledger(not_past, open).unwrap(), None);
+    let compacted = venue
+        .compact_ledger(old.len() as u64, open)
+        .unwrap()
+        .unwrap();
     assert_eq!(compacted.before, old.len() as u64);
-    assert_eq!(compacted.orders, 3, "r1, c1 and c2; c3 was forgotten");
+    assert_eq!(compacted.orders, 2);
+    assert_eq!(venue.remembered(), 3, "memory is not changed");
     assert_eq!(compacted.archive, dir.path().join("paper-venue.jsonl.1"));
     assert_eq!(
         fs::read(&compacted.archive).unwrap(),
@@ -74,16 +77,17 @@ fn a_compacted_ledger_keeps_what_the_venue_remembers_and_the_old_file_as_its_his
     assert!(compacted.after < compacted.before, "{compacted:?}");
     assert!(!dir.path().join("paper-venue.jsonl.compacting").exists());
 
-    // A start reads back what the venue remembered, and makes no id twice.
+    // A start reads back the records kept, and makes no id twice.
     let mut reopened = PaperVenue::open("s1", PaperConfig::default(), Some(&path)).unwrap();
-    assert_eq!(reopened.remembered(), 3);
-    for client_order_id in ["r1", "c1", "c2"] {
+    assert_eq!(reopened.remembered(), 2);
+    for client_order_id in ["c1", "c2"] {
         assert_eq!(
             reopened.lookup("acct", client_order_id),
             venue.lookup("acct", client_order_id),
             "{client_order_id}"
         );
     }
+    assert_eq!(reopened.lookup("acct", "r1"), None);
     assert_eq!(reopened.lookup("acct", "c3"), None);
     assert!(reopened.lookup("acct", "c1").unwrap().fills.len() == 1);
     assert_eq!(reopened.lookup("acct", "c2").unwrap().done, Some(true));
@@ -107,9 +111,9 @@ fn a_compacted_ledger_keeps_what_the_venue_remembers_and_the_old_file_as_its_his
     );
 
     // The next compaction keeps the next history file.
-    let again = reopened.compact_ledger(1).unwrap().unwrap();
+    let again = reopened.compact_ledger(1, |_, _| true).unwrap().unwrap();
     assert_eq!(again.archive, dir.path().join("paper-venue.jsonl.2"));
-    assert_eq!(again.orders, 4);
+    assert_eq!(again.orders, 3, "c1, c2 and c4");
     assert_eq!(count_venue_orders(&path).unwrap(), expected);
 }
 
@@ -128,7 +132,7 @@ fn a_compaction_that_crashed_after_keeping_the_history_is_finished_without_a_sec
     .unwrap();
 
     let mut venue = PaperVenue::open("s1", PaperConfig::default(), Some(&path)).unwrap();
-    let compacted = venue.compact_ledger(1).unwrap().unwrap();
+    let compacted = venue.compact_ledger(1, |_, _| true).unwrap().unwrap();
     assert_eq!(compacted.archive, dir.path().join("paper-venue.jsonl.1"));
     assert!(
         !dir.path().join("paper-venue.jsonl.2").exists(),
