@@ -396,10 +396,11 @@ pub struct PaperConfig {
     /// the exchange's side, used by reconciliation). Empty: `paper-venue.jsonl` in the
     /// journal directory.
     pub ledger_path: PathBuf,
-    /// A start rewrites the ledger to the facts of the orders the executor still holds
-    /// once it is this large (0: never), keeping the old file beside it as
-    /// `<ledger>.<n>`: a start then reads those facts and what was written since, not
-    /// every order the venue ever took.
+    /// Once the ledger has grown by this many bytes since it was last compacted (0:
+    /// never), it is rewritten to the facts of the orders the executor holds open, at
+    /// start or while running (when the journal has caught up), and the old file is kept
+    /// beside it as `<ledger>.<n>`: a start then reads those facts and what was written
+    /// since, not every order the venue ever took.
     pub ledger_compact_bytes: u64,
 }
 

@@ -588,18 +588,23 @@ impl Engine {
         });
     }
 
-    /// Compacts the paper venue's ledger past `threshold` bytes to the facts of the open
-    /// orders, the only ones reconciliation asks the venue about: see
-    /// [`PaperVenue::compact_ledger`]. Only where everything the engine holds is durable
-    /// (at start, after the replay): an order finished in memory but not yet in the
-    /// journal is open again after a crash, and its venue record must still be found.
+    /// Whether the paper venue's ledger is due for a compaction.
+    pub fn venue_ledger_due(&self) -> bool {
+        self.venue.ledger_due(self.venue.compact_threshold())
+    }
+
+    /// Compacts the paper venue's ledger, when due, to the facts of the open orders, the
+    /// only ones reconciliation asks the venue about: see [`PaperVenue::compact_ledger`].
+    /// Only where everything the engine holds is durable (at start after the replay, or
+    /// with the journal caught up): an order finished in memory but not yet in the
+    /// journal is open again after a crash, and the venue must still know it.
     ///
     /// # Errors
     /// [`crate::venue::LedgerError`] when a file cannot be written; the ledger is unchanged.
     pub fn compact_venue_ledger(
         &mut self,
-        threshold: u64,
     ) -> Result<Option<crate::venue::Compacted>, crate::venue::LedgerError> {
+        let threshold = self.venue.compact_threshold();
         let (held, forgotten, open, in_flight) = (
             &self.by_client,
             &self.forgotten,

@@ -186,19 +186,8 @@ impl Shard {
         if snapshot_lsn > 0 {
             engine.drop_venue_records_of_forgotten_orders();
         }
-        // Before anything new reaches the venue: a failure leaves the ledger as it was,
-        // to be read whole again at the next start.
-        match engine.compact_venue_ledger(config.paper.ledger_compact_bytes) {
-            Ok(Some(c)) => tracing::info!(
-                before_bytes = c.before,
-                after_bytes = c.after,
-                orders = c.orders,
-                history = %c.archive.display(),
-                "paper venue ledger compacted"
-            ),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "paper venue ledger not compacted"),
-        }
+        // Everything the engine holds is durable here (it was read from the journal).
+        log_compaction(engine.compact_venue_ledger());
         let audit = crate::audit::Audit::start(config, &dir, last_lsn)?;
         let feed = audit.as_ref().map(crate::audit::Audit::feed);
         let journal = Journal::start(
@@ -650,7 +639,33 @@ impl Shard {
         }
     }
 
-    /// Resolves orders with an unconfirmed venue outcome every `every` until `shutdown`.
+    /// Compacts the paper venue's ledger once it is due (see
+    /// [`Engine::compact_venue_ledger`]), under the engine lock at a moment when the
+    /// journal holds everything the engine did: tried for up to [`COMPACT_TRIES`]
+    /// milliseconds, then left to the next call (under a load that never lets the
+    /// journal catch up, until the load pauses). Returns whether it compacted.
+    ///
+    /// The order path waits for it: the compacted file holds the open orders' facts, and
+    /// it is synced, linked and renamed (four fsyncs), once per
+    /// `paper.ledger_compact_bytes` of ledger.
+    pub async fn compact_venue_ledger(&self) -> bool {
+        if !self.peek(Engine::venue_ledger_due) {
+            return false;
+        }
+        for _ in 0..COMPACT_TRIES {
+            {
+                let mut engine = self.lock();
+                if self.durable.borrow().lsn >= engine.last_lsn() {
+                    return log_compaction(engine.compact_venue_ledger());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        false
+    }
+
+    /// Resolves orders with an unconfirmed venue outcome every `every` until `shutdown`,
+    /// and compacts the venue's ledger when it is due.
     pub async fn reconcile_loop(self: Arc<Self>, every: Duration, shutdown: Shutdown) {
         loop {
             tokio::select! {
@@ -671,6 +686,7 @@ impl Shard {
                 Ok(_) => {}
                 Err(_) => return,
             }
+            self.compact_venue_ledger().await;
         }
     }
 
@@ -719,6 +735,34 @@ impl Shard {
 
 /// Waits for `ticket`; with trace export on, the wait is a `journal` span of the caller's
 /// trace saying what became durable.
+/// How many times, a millisecond apart, [`Shard::compact_venue_ledger`] looks for the
+/// journal caught up.
+const COMPACT_TRIES: usize = 50;
+
+/// Logs what a compaction of the venue's ledger did; whether it compacted. A failure leaves
+/// the ledger as it was, to be compacted later.
+fn log_compaction(
+    outcome: Result<Option<crate::venue::Compacted>, crate::venue::LedgerError>,
+) -> bool {
+    match outcome {
+        Ok(Some(c)) => {
+            tracing::info!(
+                before_bytes = c.before,
+                after_bytes = c.after,
+                orders = c.orders,
+                history = %c.archive.display(),
+                "paper venue ledger compacted"
+            );
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "paper venue ledger not compacted");
+            false
+        }
+    }
+}
+
 async fn durable(ticket: Ticket, what: &'static str) -> Result<(), JournalError> {
     ticket
         .wait()

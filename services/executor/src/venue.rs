@@ -11,10 +11,11 @@
 //! ledger's venue orders per client order id to prove it.
 //!
 //! The ledger grows with every order, and a start reads it whole; memory does not, as the
-//! venue forgets the orders the executor forgets. So a start that finds the ledger past
-//! `paper.ledger_compact_bytes` rewrites it to the facts of the orders the executor still
-//! holds ([`PaperVenue::compact_ledger`]) and keeps the old file beside it as
-//! `<ledger>.<n>`, the venue's history, which only [`count_venue_orders`] reads.
+//! venue forgets the orders the executor forgets. So once the ledger has grown by
+//! `paper.ledger_compact_bytes`, it is rewritten to the facts of the orders the executor
+//! holds open ([`PaperVenue::compact_ledger`]), at start or while running, and the old
+//! file is kept beside it as `<ledger>.<n>`, the venue's history, which only
+//! [`count_venue_orders`] reads (and which nothing deletes).
 //!
 //! All randomness (latency jitter, faults) comes from one ChaCha generator seeded from
 //! configuration, so a run is reproducible under the same seed and the same order flow.
@@ -23,6 +24,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -142,6 +144,11 @@ pub struct PaperVenue {
     ledger: Option<(PathBuf, File)>,
     /// Ledger lines not yet written: see [`PaperVenue::flush`].
     pending: Vec<u8>,
+    /// Bytes in the ledger file.
+    ledger_len: u64,
+    /// Its bytes after the last compaction (0 before any): the next is due once the file
+    /// has grown by the threshold since.
+    compacted_len: u64,
     records: Map<(String, String), VenueRecord>,
     by_venue_id: Map<String, (String, String)>,
     next_order: u64,
@@ -165,6 +172,8 @@ impl PaperVenue {
             config,
             ledger: None,
             pending: Vec::new(),
+            ledger_len: 0,
+            compacted_len: 0,
             records: Map::default(),
             by_venue_id: Map::default(),
             next_order: 0,
@@ -187,11 +196,23 @@ impl PaperVenue {
                     }
                 }
             }
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(path)
                 .map_err(err)?;
+            venue.ledger_len = file.metadata().map_err(err)?.len();
+            if venue.ledger_len > 0 {
+                // After a torn last line, the next fact starts a line of its own.
+                let mut last = [0];
+                file.read_exact_at(&mut last, venue.ledger_len - 1)
+                    .map_err(err)?;
+                if last != *b"\n" {
+                    file.write_all(b"\n").map_err(err)?;
+                    venue.ledger_len += 1;
+                }
+            }
             venue.ledger = Some((path.to_owned(), file));
         }
         Ok(venue)
@@ -298,24 +319,41 @@ impl PaperVenue {
         if self.pending.is_empty() {
             return;
         }
-        if let Some((path, file)) = &mut self.ledger
-            && let Err(e) = file.write_all(&self.pending)
-        {
-            tracing::error!(path = %path.display(), error = %e, "paper venue ledger write failed");
+        if let Some((path, file)) = &mut self.ledger {
+            match file.write_all(&self.pending) {
+                Ok(()) => self.ledger_len += self.pending.len() as u64,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "paper venue ledger write failed");
+                }
+            }
         }
         self.pending.clear();
     }
 
-    /// Rewrites the ledger to the facts of the orders `keep` names, once the file has
-    /// grown past `threshold` bytes (0: never); the old file stays beside it as
+    /// Whether the ledger has grown by `threshold` bytes (0: never) since it was last
+    /// compacted (or since it began).
+    pub fn ledger_due(&self, threshold: u64) -> bool {
+        self.ledger.is_some()
+            && threshold > 0
+            && self.ledger_len >= self.compacted_len.saturating_add(threshold)
+    }
+
+    /// `paper.ledger_compact_bytes`.
+    pub fn compact_threshold(&self) -> u64 {
+        self.config.ledger_compact_bytes
+    }
+
+    /// Rewrites the ledger to the facts of the orders `keep` names, once it is due (see
+    /// [`PaperVenue::ledger_due`]); the old file stays beside it as
     /// `<name>.<n>`, the venue's history, which nothing reads at start. The compacted file
     /// ends with the id counters, so ids are never reused.
     ///
-    /// Called at start, once the engine has been rebuilt from the journal, with the
-    /// orders it holds open: reconciliation asks the venue about those only, and what the
-    /// journal says of every other order is durable. A start then reads their facts and
-    /// what was written since, not every order the venue ever took. What the venue
-    /// remembers in memory is not changed.
+    /// The executor calls it with the orders it holds open, at start (once the engine has
+    /// been rebuilt from the journal) and while it runs (at a moment when everything the
+    /// engine holds is durable): reconciliation asks the venue about open orders only, and
+    /// what the journal says of every other order is durable. A start then reads their
+    /// facts and what was written since, not every order the venue ever took. What the
+    /// venue remembers in memory is not changed.
     ///
     /// Crash safe: the compacted file is written and synced under a temporary name, the
     /// old one is linked to its history name, and only then renamed over; a crash leaves
@@ -339,10 +377,10 @@ impl PaperVenue {
             path: path.clone(),
             source,
         };
-        let before = fs::metadata(&path).map_err(err)?;
-        if threshold == 0 || before.len() < threshold {
+        if !self.ledger_due(threshold) {
             return Ok(None);
         }
+        let before = fs::metadata(&path).map_err(err)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -391,8 +429,13 @@ impl PaperVenue {
         };
         fs::rename(&compacting, &path).map_err(err)?;
         fsync_dir(&dir).map_err(err)?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
         self.ledger = Some((path, file));
+        (self.ledger_len, self.compacted_len) = (after, after);
         Ok(Some(Compacted {
             before: before.len(),
             after,

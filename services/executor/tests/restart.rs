@@ -101,6 +101,21 @@ async fn a_reopened_shard_has_the_same_state_and_serves_updates_from_memory_and_
     shard.close(false).await;
 }
 
+/// A shard on `dir` without an audit trail, compacting the venue's ledger each time it
+/// has grown by `compact_bytes`.
+fn compacting(dir: &std::path::Path, compact_bytes: u64) -> ExecutorConfig {
+    let mut config = ExecutorConfig::default();
+    config.journal.dir = dir.to_owned();
+    config.audit.sink = AuditSinkKind::None;
+    config.paper.ledger_compact_bytes = compact_bytes;
+    config
+}
+
+async fn submit(shard: &Arc<Shard>, request: &v1::OrderRequest) -> v1::Order {
+    let req = execbridge_api::convert::order_request_from_proto(request, "").unwrap();
+    shard.submit(req).await.unwrap().order
+}
+
 /// The `accepted` facts of a ledger file: the venue orders it holds.
 fn accepted_in(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -114,20 +129,16 @@ fn accepted_in(path: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_compacts_the_venue_ledger_to_the_orders_the_shard_holds_open() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ExecutorConfig::default();
-    config.journal.dir = dir.path().to_owned();
-    config.audit.sink = AuditSinkKind::None;
-    config.paper.ledger_compact_bytes = 1;
+    let config = compacting(dir.path(), 1);
     let ledger = dir.path().join("paper-venue.jsonl");
 
     let (shard, _) = open(&config).await;
     quote(&shard);
     let mut filled = Vec::new();
     for i in 0..10 {
-        let req = execbridge_api::convert::order_request_from_proto(&order(i), "").unwrap();
-        let submitted = shard.submit(req).await.unwrap();
-        assert_eq!(submitted.order.status, v1::OrderStatus::Filled as i32);
-        filled.push(submitted.order.venue_order_id);
+        let submitted = submit(&shard, &order(i)).await;
+        assert_eq!(submitted.status, v1::OrderStatus::Filled as i32);
+        filled.push(submitted.venue_order_id);
     }
     // A buy below the bid rests at the venue.
     let resting = v1::OrderRequest {
@@ -137,8 +148,7 @@ async fn a_start_compacts_the_venue_ledger_to_the_orders_the_shard_holds_open() 
         time_in_force: v1::TimeInForce::Gtc as i32,
         ..order(0)
     };
-    let req = execbridge_api::convert::order_request_from_proto(&resting, "").unwrap();
-    let open_order = shard.submit(req).await.unwrap().order;
+    let open_order = submit(&shard, &resting).await;
     assert_eq!(open_order.status, v1::OrderStatus::New as i32);
     let digest = shard.peek(|e| e.digest());
     shard.close(false).await;
@@ -158,12 +168,50 @@ async fn a_start_compacts_the_venue_ledger_to_the_orders_the_shard_holds_open() 
 
     // Ids continue after those the compacted ledger no longer holds.
     quote(&shard);
-    let req = execbridge_api::convert::order_request_from_proto(&order(10), "").unwrap();
-    let next = shard.submit(req).await.unwrap().order.venue_order_id;
+    let next = submit(&shard, &order(10)).await.venue_order_id;
     assert!(next.ends_with("-12"), "{next} after {filled:?}");
     shard.close(false).await;
     drop(shard);
     let counted = execbridge_executor::venue::count_venue_orders(&ledger).unwrap();
     assert_eq!(counted.len(), 12);
+    assert!(counted.values().all(|n| *n == 1), "{counted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_shard_compacts_the_venue_ledger_once_it_has_grown_by_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = compacting(dir.path(), 4096);
+    let ledger = dir.path().join("paper-venue.jsonl");
+
+    let (shard, _) = open(&config).await;
+    quote(&shard);
+    assert!(
+        !shard.compact_venue_ledger().await,
+        "an empty ledger is not due"
+    );
+    let mut compactions = 0;
+    for i in 0..200 {
+        submit(&shard, &order(i)).await;
+        compactions += usize::from(shard.compact_venue_ledger().await);
+    }
+    // Each order writes about 400 bytes of facts: a compaction every ten or so.
+    assert!(compactions >= 10, "{compactions} compactions");
+    assert!(
+        std::fs::metadata(&ledger).unwrap().len() < 4096,
+        "the ledger holds what was written since the last compaction"
+    );
+    let digest = shard.peek(|e| e.digest());
+    shard.close(false).await;
+    drop(shard);
+
+    let (shard, _) = open(&config).await;
+    assert_eq!(shard.peek(|e| e.digest()), digest, "the same state");
+    quote(&shard);
+    let next = submit(&shard, &order(200)).await.venue_order_id;
+    assert!(next.ends_with("-201"), "{next}: no id made twice");
+    shard.close(false).await;
+    drop(shard);
+    let counted = execbridge_executor::venue::count_venue_orders(&ledger).unwrap();
+    assert_eq!(counted.len(), 201);
     assert!(counted.values().all(|n| *n == 1), "{counted:?}");
 }

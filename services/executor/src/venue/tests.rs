@@ -170,3 +170,52 @@ fn history_files_are_the_ledgers_name_and_a_number() {
         .collect();
     assert_eq!(found, [3, 10]);
 }
+
+#[test]
+fn facts_written_after_a_torn_last_line_start_a_line_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paper-venue.jsonl");
+    drop(venue_with_history(&path));
+    // Killed in the middle of a write.
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(br#"{"t":"accepted","account":"ac"#).unwrap();
+    drop(file);
+
+    let mut venue = PaperVenue::open("s1", PaperConfig::default(), Some(&path)).unwrap();
+    let after = accepted(&mut venue, "c5");
+    drop(venue);
+    let venue = PaperVenue::open("s1", PaperConfig::default(), Some(&path)).unwrap();
+    assert_eq!(
+        venue
+            .lookup("acct", "c5")
+            .map(|r| r.venue_order_ids.clone()),
+        Some(vec![after]),
+        "the fact after the torn line reads back"
+    );
+}
+
+#[test]
+fn a_compaction_is_due_once_the_ledger_has_grown_by_the_threshold_since_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paper-venue.jsonl");
+    let mut venue = venue_with_history(&path);
+    let len = fs::metadata(&path).unwrap().len();
+    assert!(venue.ledger_due(len) && !venue.ledger_due(len + 1) && !venue.ledger_due(0));
+    let compacted = venue.compact_ledger(len, |_, _| true).unwrap().unwrap();
+    assert!(!venue.ledger_due(len), "nothing written since");
+    // Facts since the compaction count; those it kept do not.
+    for i in 0..20 {
+        accepted(&mut venue, &format!("n{i}"));
+    }
+    venue.flush();
+    let grown = fs::metadata(&path).unwrap().len() - compacted.after;
+    assert!(venue.ledger_due(grown) && !venue.ledger_due(grown + 1));
+    assert!(
+        PaperVenue::open("s1", PaperConfig::default(), None)
+            .unwrap()
+            .compact_ledger(1, |_, _| true)
+            .unwrap()
+            .is_none(),
+        "no ledger, nothing to compact"
+    );
+}
