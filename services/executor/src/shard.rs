@@ -643,14 +643,14 @@ impl Shard {
     /// [`Engine::compact_venue_ledger`]), under the engine lock at a moment when the
     /// journal holds everything the engine did: tried for up to [`COMPACT_TRIES`]
     /// milliseconds, then left to the next call (under a load that never lets the
-    /// journal catch up, until the load pauses). Returns whether it compacted.
+    /// journal catch up, until the load pauses). Returns what it did, if it compacted.
     ///
     /// The order path waits for it: the compacted file holds the open orders' facts, and
     /// it is synced, linked and renamed (four fsyncs), once per
     /// `paper.ledger_compact_bytes` of ledger.
-    pub async fn compact_venue_ledger(&self) -> bool {
+    pub async fn compact_venue_ledger(&self) -> Option<crate::venue::Compacted> {
         if !self.peek(Engine::venue_ledger_due) {
-            return false;
+            return None;
         }
         for _ in 0..COMPACT_TRIES {
             {
@@ -661,7 +661,7 @@ impl Shard {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        false
+        None
     }
 
     /// Resolves orders with an unconfirmed venue outcome every `every` until `shutdown`,
@@ -739,26 +739,27 @@ impl Shard {
 /// journal caught up.
 const COMPACT_TRIES: usize = 50;
 
-/// Logs what a compaction of the venue's ledger did; whether it compacted. A failure leaves
+/// Logs what a compaction of the venue's ledger did, and passes it on. A failure leaves
 /// the ledger as it was, to be compacted later.
 fn log_compaction(
     outcome: Result<Option<crate::venue::Compacted>, crate::venue::LedgerError>,
-) -> bool {
+) -> Option<crate::venue::Compacted> {
     match outcome {
         Ok(Some(c)) => {
             tracing::info!(
                 before_bytes = c.before,
                 after_bytes = c.after,
                 orders = c.orders,
+                took_us = c.took.as_micros(),
                 history = %c.archive.display(),
                 "paper venue ledger compacted"
             );
-            true
+            Some(c)
         }
-        Ok(None) => false,
+        Ok(None) => None,
         Err(e) => {
             tracing::warn!(error = %e, "paper venue ledger not compacted");
-            false
+            None
         }
     }
 }

@@ -380,6 +380,7 @@ impl PaperVenue {
         if !self.ledger_due(threshold) {
             return Ok(None);
         }
+        let started = Instant::now();
         let before = fs::metadata(&path).map_err(err)?;
         let name = path
             .file_name()
@@ -441,6 +442,7 @@ impl PaperVenue {
             after,
             orders,
             archive,
+            took: started.elapsed(),
         }))
     }
 
@@ -698,6 +700,8 @@ pub struct Compacted {
     pub orders: usize,
     /// Where the old ledger is kept.
     pub archive: PathBuf,
+    /// How long it took (the engine waits for it).
+    pub took: Duration,
 }
 
 /// The facts that rebuild `record` when a ledger is read: its venue orders, its
