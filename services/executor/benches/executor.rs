@@ -313,6 +313,7 @@ fn replay() {
             segment_bytes: 64 << 20,
             max_batch: 16_384,
             sync_delay: Duration::from_millis(1),
+            inline_records: 64,
         },
         Box::new(Nothing),
     )

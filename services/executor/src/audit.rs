@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use execbridge_api::v1;
 use serde_json::json;
@@ -628,23 +628,23 @@ const MAX_WRITE_RECORDS: usize = 50_000;
 /// group is empty or the interval is 0), so a busy trail writes one transaction per
 /// interval, not one per journal commit. True when `rx` had nothing more to give; false
 /// when the group went past [`MAX_WRITE_RECORDS`] first.
+///
+/// The thread sleeps through the interval and then takes what came, rather than waiting
+/// on the channel: a sender only wakes a receiver blocked on it, so a journal commit that
+/// feeds the trail does not pay a wake-up of this thread (a futex call, and a context
+/// switch on a busy machine) on its way to releasing its waiters.
 fn gather(
     rx: &mpsc::Receiver<Vec<Entry>>,
     group: &mut Vec<Entry>,
     flush_interval: Duration,
 ) -> bool {
-    let until = Instant::now() + flush_interval;
+    if !group.is_empty() && !flush_interval.is_zero() {
+        thread::sleep(flush_interval);
+    }
     while group.len() <= MAX_WRITE_RECORDS {
-        let more = match rx.try_recv() {
-            Err(mpsc::TryRecvError::Empty) if !group.is_empty() => until
-                .checked_duration_since(Instant::now())
-                .filter(|wait| !wait.is_zero())
-                .and_then(|wait| rx.recv_timeout(wait).ok()),
-            more => more.ok(),
-        };
-        match more {
-            Some(more) => group.extend(more),
-            None => return true,
+        match rx.try_recv() {
+            Ok(more) => group.extend(more),
+            Err(_) => return true,
         }
     }
     false

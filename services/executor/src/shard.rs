@@ -198,6 +198,7 @@ impl Shard {
                 segment_bytes: config.journal.segment_bytes,
                 max_batch: config.journal.max_batch,
                 sync_delay: Duration::from_micros(config.journal.sync_delay_us),
+                inline_records: config.journal.inline_commit_records,
             },
             Box::new(Fanout {
                 updates: updates.clone(),

@@ -250,6 +250,7 @@ fn test_journal(
         segment_bytes,
         max_batch: 1000,
         sync_delay: Duration::from_millis(1),
+        inline_records: 64,
     };
     journal::Journal::start(dir, 0, options, after).unwrap()
 }

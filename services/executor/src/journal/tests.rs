@@ -31,6 +31,7 @@ fn options(segment_bytes: u64) -> Options {
         segment_bytes,
         max_batch: 1000,
         sync_delay: std::time::Duration::from_millis(1),
+        inline_records: 64,
     }
 }
 
@@ -172,32 +173,19 @@ async fn after_a_failed_write_nothing_is_acknowledged_again() {
     j.wait(1).await.unwrap();
     // /dev/full fails every write with ENOSPC: the stand-in for a failing disk.
     let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
-    let (tx, rx) = mpsc::channel();
-    let (durable_tx, durable) = watch::channel(Durable {
-        lsn: 1,
-        failed: None,
-    });
-    let writer = Writer {
+    let io = Io {
         dir: dir.path().to_owned(),
-        options: options(1 << 20),
+        fsync: true,
+        segment_bytes: 1 << 20,
         file: full,
         path: "/dev/full".into(),
         written: 0,
         allocated: 0,
         preallocate: true,
-        durable: durable_tx,
         after: Box::new(Collect(Arc::new(Mutex::new(Vec::new())))),
-        written_lsn: 1,
-        durable_lsn: 1,
-        unsynced: Vec::new(),
-        waiters: Vec::new(),
+        buf: Vec::new(),
     };
-    let thread = thread::spawn(move || writer.run(rx));
-    let broken = Journal {
-        tx: Some(tx),
-        durable,
-        thread: Some(thread),
-    };
+    let broken = Journal::with_io(io, 1, options(1 << 20)).unwrap();
     let ticket = broken.append(vec![update(2)], true).unwrap();
     let err = ticket.wait().await.unwrap_err();
     assert!(matches!(err, JournalError::Failed(_)), "{err}");
@@ -244,8 +232,25 @@ fn a_ticket_dropped_without_a_wait_still_has_its_records_made_durable() {
 
 #[test]
 fn concurrent_waiters_see_their_records_durable_and_published_once_in_lsn_order() {
+    // Every group to the writer thread, every group to a waiter, and both.
+    for inline_records in [0, 1000, 3] {
+        concurrent_waiters(inline_records);
+    }
+}
+
+fn concurrent_waiters(inline_records: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let (j, seen) = start(dir.path(), 0, 64 * 1024);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let j = Journal::start(
+        dir.path(),
+        0,
+        Options {
+            inline_records,
+            ..options(64 * 1024)
+        },
+        Box::new(Collect(seen.clone())),
+    )
+    .unwrap();
     // The lock that assigns LSNs, as the engine's does.
     let next = Mutex::new(0u64);
     std::thread::scope(|scope| {
@@ -269,9 +274,145 @@ fn concurrent_waiters_see_their_records_durable_and_published_once_in_lsn_order(
     assert_eq!(
         *seen.lock().unwrap(),
         expected,
-        "published once each, in order"
+        "published once each, in order (inline_records {inline_records})"
     );
     assert_eq!(lsns(dir.path()), expected);
+}
+
+/// Records which thread committed each group.
+struct Committers(Arc<Mutex<Vec<Option<String>>>>);
+
+impl AfterSync for Committers {
+    fn synced(&mut self, _: &[Entry]) {
+        let name = std::thread::current().name().map(str::to_owned);
+        self.0.lock().unwrap().push(name);
+    }
+}
+
+fn committers(
+    inline_records: usize,
+) -> (Journal, Arc<Mutex<Vec<Option<String>>>>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let options = Options {
+        inline_records,
+        // Nothing is committed by the delay while the test looks.
+        sync_delay: std::time::Duration::from_secs(3600),
+        ..options(1 << 20)
+    };
+    let j = Journal::start(dir.path(), 0, options, Box::new(Committers(seen.clone()))).unwrap();
+    (j, seen, dir)
+}
+
+#[test]
+fn a_waiter_commits_a_small_group_on_its_own_thread_and_hands_a_large_one_to_the_writer() {
+    let (j, seen, _dir) = committers(4);
+    std::thread::Builder::new()
+        .name("waiter".into())
+        .spawn(move || {
+            // Four records: committed by the waiter itself.
+            let ticket = j.append((1..=4).map(update).collect(), true).unwrap();
+            ticket.wait_blocking().unwrap();
+            // Five: too many for a waiter, so the writer thread commits them.
+            let ticket = j.append((5..=9).map(update).collect(), true).unwrap();
+            ticket.wait_blocking().unwrap();
+            assert_eq!(j.durable_lsn(), 9);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Some("waiter".to_owned()), Some("journal-writer".to_owned())]
+    );
+}
+
+#[test]
+fn with_inline_commits_off_the_writer_thread_commits_every_group() {
+    let (j, seen, _dir) = committers(0);
+    for lsn in 1..=3 {
+        j.append(vec![update(lsn)], true)
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+    }
+    drop(j);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter().all(|c| c.as_deref() == Some("journal-writer")),
+        "{seen:?}"
+    );
+}
+
+/// The last LSN of each group committed, and the name of the thread that committed it.
+type CommittedBy = Arc<Mutex<Vec<(u64, Option<String>)>>>;
+
+/// Holds the commit of LSN 1 until `gate` opens; records who committed each group.
+struct Gated {
+    gate: std::sync::mpsc::Receiver<()>,
+    committers: CommittedBy,
+}
+
+impl AfterSync for Gated {
+    fn synced(&mut self, entries: &[Entry]) {
+        if entries.first().is_some_and(|e| e.lsn == 1) {
+            self.gate.recv().unwrap();
+        }
+        let name = std::thread::current().name().map(str::to_owned);
+        let last = entries.last().map_or(0, |e| e.lsn);
+        self.committers.lock().unwrap().push((last, name));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_given_up_while_another_commit_runs_leaves_its_records_to_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (open, gate) = std::sync::mpsc::channel();
+    let committers = Arc::new(Mutex::new(Vec::new()));
+    let options = Options {
+        // Only a request, not the delay, can get record 2 committed.
+        sync_delay: std::time::Duration::from_secs(3600),
+        ..options(1 << 20)
+    };
+    let after = Gated {
+        gate,
+        committers: committers.clone(),
+    };
+    let j = Arc::new(Journal::start(dir.path(), 0, options, Box::new(after)).unwrap());
+    let first = j.append(vec![update(1)], true).unwrap();
+    let committing = std::thread::Builder::new()
+        .name("committing".into())
+        .spawn(move || first.wait_blocking())
+        .unwrap();
+    while !j.shared.lock().busy {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Record 2 waits behind the commit of record 1, and its waiter goes away.
+    let second = j.append(vec![update(2)], true).unwrap();
+    let abandoned = tokio::time::timeout(std::time::Duration::from_millis(20), second.wait()).await;
+    assert!(
+        abandoned.is_err(),
+        "record 2 cannot be durable while record 1's commit runs"
+    );
+    assert_eq!(j.shared.lock().waiters.len(), 1);
+    open.send(()).unwrap();
+    committing.join().unwrap().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while j.durable_lsn() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "record 2 was never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        *committers.lock().unwrap(),
+        vec![
+            (1, Some("committing".to_owned())),
+            (2, Some("journal-writer".to_owned()))
+        ]
+    );
 }
 
 #[tokio::test]
