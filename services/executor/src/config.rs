@@ -416,6 +416,10 @@ pub struct PaperConfig {
     /// beside it as `<ledger>.<n>`: a start then reads those facts and what was written
     /// since, not every order the venue ever took.
     pub ledger_compact_bytes: u64,
+    /// How many of the ledger's history files (`<ledger>.<n>`) a compaction keeps, the
+    /// newest; it deletes the older ones (0: keeps all of them). The venue's files then
+    /// take at most about this many times `ledger_compact_bytes` of disk, plus the ledger.
+    pub ledger_history_files: usize,
 }
 
 /// Simulated venue latency, microseconds; each draw adds a uniform jitter of 0 to
@@ -465,6 +469,7 @@ impl Default for PaperConfig {
             faults: FaultConfig::default(),
             ledger_path: PathBuf::new(),
             ledger_compact_bytes: 64 << 20,
+            ledger_history_files: 8,
         }
     }
 }

@@ -753,6 +753,7 @@ fn log_compaction(
                 orders = c.orders,
                 took_us = c.took.as_micros(),
                 history = %c.archive.display(),
+                history_files_deleted = c.pruned,
                 "paper venue ledger compacted"
             );
             Some(c)

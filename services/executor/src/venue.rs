@@ -15,7 +15,8 @@
 //! `paper.ledger_compact_bytes`, it is rewritten to the facts of the orders the executor
 //! holds open ([`PaperVenue::compact_ledger`]), at start or while running, and the old
 //! file is kept beside it as `<ledger>.<n>`, the venue's history, which only
-//! [`count_venue_orders`] reads (and which nothing deletes).
+//! [`count_venue_orders`] reads; a compaction deletes the history files older than the
+//! newest `paper.ledger_history_files` (default 8; 0 keeps every one).
 //!
 //! All randomness (latency jitter, faults) comes from one ChaCha generator seeded from
 //! configuration, so a run is reproducible under the same seed and the same order flow.
@@ -435,6 +436,7 @@ impl PaperVenue {
             .append(true)
             .open(&path)
             .map_err(err)?;
+        let pruned = prune_history(&path, self.config.ledger_history_files);
         self.ledger = Some((path, file));
         (self.ledger_len, self.compacted_len) = (after, after);
         Ok(Some(Compacted {
@@ -442,6 +444,7 @@ impl PaperVenue {
             after,
             orders,
             archive,
+            pruned,
             took: started.elapsed(),
         }))
     }
@@ -700,6 +703,8 @@ pub struct Compacted {
     pub orders: usize,
     /// Where the old ledger is kept.
     pub archive: PathBuf,
+    /// Older history files deleted (`paper.ledger_history_files`).
+    pub pruned: usize,
     /// How long it took (the engine waits for it).
     pub took: Duration,
 }
@@ -781,6 +786,34 @@ fn ledger_history(path: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     }
     found.sort();
     Ok(found)
+}
+
+/// Deletes the history files of the ledger at `path` older than the newest `keep` (0:
+/// deletes none) and returns how many went. One that cannot be deleted is logged and
+/// left to the next compaction; a crash before the deletions are on disk leaves files
+/// that the next compaction deletes again.
+fn prune_history(path: &Path, keep: usize) -> usize {
+    if keep == 0 {
+        return 0;
+    }
+    let history = match ledger_history(path) {
+        Ok(history) => history,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "paper venue history not listed; nothing deleted");
+            return 0;
+        }
+    };
+    let excess = history.len().saturating_sub(keep);
+    history[..excess]
+        .iter()
+        .filter(|(_, old)| match fs::remove_file(old) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(path = %old.display(), error = %e, "paper venue history file not deleted");
+                false
+            }
+        })
+        .count()
 }
 
 /// Whether `path` is the file `meta` describes (another name for it).

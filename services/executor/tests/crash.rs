@@ -101,6 +101,8 @@ fn start_executor(
         .env("EXECBRIDGE_EXECUTOR_MARKETDATA__ENDPOINT", marketdata)
         .env("EXECBRIDGE_EXECUTOR_JOURNAL__DIR", dir)
         .env("EXECBRIDGE_EXECUTOR_PAPER__LEDGER_COMPACT_BYTES", "16384")
+        // Every history file stays: the venue's orders are counted across all of them.
+        .env("EXECBRIDGE_EXECUTOR_PAPER__LEDGER_HISTORY_FILES", "0")
         .env("EXECBRIDGE_EXECUTOR_SHARD__RECONCILE_INTERVAL_MS", "100")
         .env("EXECBRIDGE_EXECUTOR_LOG__LEVEL", "warn")
         .stdout(Stdio::null())

@@ -172,6 +172,43 @@ fn history_files_are_the_ledgers_name_and_a_number() {
 }
 
 #[test]
+fn a_compaction_deletes_the_history_files_older_than_the_newest_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paper-venue.jsonl");
+    drop(venue_with_history(&path));
+    let config = PaperConfig {
+        ledger_history_files: 2,
+        ..PaperConfig::default()
+    };
+    let mut venue = PaperVenue::open("s1", config, Some(&path)).unwrap();
+    let mut pruned = Vec::new();
+    for round in 0..4_u64 {
+        accepted(&mut venue, &format!("n{round}"));
+        let compacted = venue.compact_ledger(1, |_, _| true).unwrap().unwrap();
+        pruned.push(compacted.pruned);
+        let kept: Vec<u64> = ledger_history(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let newest = round + 1;
+        let expected: Vec<u64> = (newest.saturating_sub(1).max(1)..=newest).collect();
+        assert_eq!(kept, expected, "after compaction {newest}");
+    }
+    assert_eq!(pruned, [0, 0, 1, 1]);
+    // The ledger itself is whole: a start reads back every order the venue remembers.
+    let reopened = PaperVenue::open("s1", PaperConfig::default(), Some(&path)).unwrap();
+    assert_eq!(reopened.remembered(), venue.remembered());
+
+    // 0 keeps every history file.
+    let mut venue = reopened;
+    let before = ledger_history(&path).unwrap().len();
+    let compacted = venue.compact_ledger(1, |_, _| true).unwrap().unwrap();
+    assert_eq!(compacted.pruned, 0);
+    assert_eq!(ledger_history(&path).unwrap().len(), before + 1);
+}
+
+#[test]
 fn facts_written_after_a_torn_last_line_start_a_line_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("paper-venue.jsonl");
