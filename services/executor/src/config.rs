@@ -236,7 +236,8 @@ pub struct JournalConfig {
     /// this many records: at low load an acknowledgement then makes no hand-off to the
     /// writer thread and back (two thread wake-ups, tens of microseconds on a VM). Larger
     /// groups (batches, bursts) go to the writer thread, so no request thread is held for
-    /// long. 0: the writer thread commits every group.
+    /// long, and so does every group when `server.worker_threads` is 1 (the one worker
+    /// must not wait for a disk). 0: the writer thread commits every group.
     pub inline_commit_records: usize,
     /// A snapshot of the engine's state is written once this many journal records are
     /// durable after the previous one; segments the snapshots cover are then deleted, so

@@ -328,6 +328,40 @@ fn a_waiter_commits_a_small_group_on_its_own_thread_and_hands_a_large_one_to_the
 }
 
 #[test]
+fn a_waiter_on_a_runtime_with_one_worker_leaves_even_a_small_group_to_the_writer() {
+    let (j, seen, _dir) = committers(64);
+    let one_worker = |flavor: &str| match flavor {
+        "current_thread" => tokio::runtime::Builder::new_current_thread().build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build(),
+    };
+    let mut lsn = 0;
+    for flavor in ["current_thread", "multi_thread"] {
+        let runtime = one_worker(flavor).unwrap();
+        lsn += 1;
+        let ticket = j.append(vec![update(lsn)], true).unwrap();
+        runtime.block_on(async { tokio::spawn(ticket.wait()).await.unwrap().unwrap() });
+    }
+    // Two workers: the waiter commits it itself, on a runtime thread.
+    let two = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("worker")
+        .build()
+        .unwrap();
+    let ticket = j.append(vec![update(lsn + 1)], true).unwrap();
+    two.block_on(async { tokio::spawn(ticket.wait()).await.unwrap().unwrap() });
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            Some("journal-writer".to_owned()),
+            Some("journal-writer".to_owned()),
+            Some("worker".to_owned())
+        ]
+    );
+}
+
+#[test]
 fn with_inline_commits_off_the_writer_thread_commits_every_group() {
     let (j, seen, _dir) = committers(0);
     for lsn in 1..=3 {
