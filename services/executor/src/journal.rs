@@ -275,7 +275,6 @@ pub struct Options {
 /// The handle the engine appends through.
 pub struct Journal {
     shared: Arc<Shared>,
-    durable: watch::Receiver<Durable>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -759,13 +758,10 @@ struct State {
     /// When the oldest of them was appended: they are committed [`Options::sync_delay`]
     /// after it at the latest.
     oldest: Option<Instant>,
-    /// The last LSN appended.
-    appended: u64,
     /// The last LSN durable.
     durable: u64,
-    /// A group is being committed; its committer holds `io`.
-    busy: bool,
-    /// The segment, when nobody is committing (`None` for good after a failure).
+    /// The segment, when nobody is committing: its committer holds it meanwhile, and
+    /// after a failure nobody does.
     io: Option<Io>,
     /// Records up to this LSN are to be committed by the writer thread without delay.
     requested: u64,
@@ -777,6 +773,13 @@ struct State {
     /// The writer thread has committed everything and stopped.
     closed: bool,
     failed: Option<Arc<str>>,
+}
+
+impl State {
+    /// Whether a group is being committed (its committer holds the segment).
+    fn busy(&self) -> bool {
+        self.io.is_none() && self.failed.is_none()
+    }
 }
 
 /// What the handle, the tickets and the writer thread share.
@@ -815,12 +818,6 @@ enum Step {
     Wait(oneshot::Receiver<()>),
 }
 
-/// Where a waiter stands after looking at the state.
-enum Standing {
-    Done(Result<(), JournalError>),
-    Wait,
-}
-
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
@@ -848,21 +845,19 @@ impl Shared {
             return st;
         };
         st.oldest = None;
-        st.busy = true;
         drop(st);
         crate::metrics::get().journal_queue.sub(group.len() as i64);
         let committed = io.commit(&group);
-        let rotated = committed
-            .as_ref()
-            .ok()
-            .map(|()| io.rotate_if_full(last + 1));
+        let rotated = match committed {
+            Ok(()) => io.rotate_if_full(last + 1),
+            Err(_) => Ok(()),
+        };
         let mut st = self.lock();
-        st.busy = false;
         if committed.is_ok() {
             st.durable = last;
             self.durable.send_modify(|d| d.lsn = last);
         }
-        match committed.and(rotated.unwrap_or(Ok(()))) {
+        match committed.and(rotated) {
             Ok(()) => st.io = Some(io),
             Err(e) => {
                 // Fail-stop: `io` is dropped, nothing is written or acknowledged after this.
@@ -893,7 +888,7 @@ impl Shared {
                 i += 1;
             }
         }
-        if st.busy || st.pending.is_empty() || st.waiters.is_empty() {
+        if st.busy() || st.pending.is_empty() || st.waiters.is_empty() {
             return;
         }
         if st.pending.len() <= self.options.inline_records {
@@ -904,33 +899,31 @@ impl Shared {
             }
         }
         // Too large for a waiter, or no waiter that may commit it: the thread commits it.
-        st.requested = st.requested.max(st.appended);
+        let last = st.pending.last().map_or(0, |e| e.lsn);
+        st.requested = st.requested.max(last);
         self.wake(st, &[ThreadWait::Idle, ThreadWait::Deadline]);
     }
 
-    /// Looks at the state for a waiter of `lsn`, committing the pending group on this
-    /// thread when that is the waiter's part (see [`Ticket::wait`]).
-    fn stand<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        lsn: u64,
-        may_commit: bool,
-    ) -> (MutexGuard<'a, State>, Standing) {
+    /// Looks at the state for a waiter of `lsn`: done, or registered to be told when to
+    /// look again. Commits the pending group on this thread when that is the waiter's part
+    /// (see [`Ticket::wait`]).
+    fn step(&self, lsn: u64, may_commit: bool) -> Step {
+        let mut st = self.lock();
         loop {
             if st.durable >= lsn {
-                return (st, Standing::Done(Ok(())));
+                return Step::Done(Ok(()));
             }
             if let Some(reason) = &st.failed {
-                let failed = JournalError::Failed(reason.clone());
-                return (st, Standing::Done(Err(failed)));
+                return Step::Done(Err(JournalError::Failed(reason.clone())));
             }
-            if st.busy || st.pending.is_empty() {
+            let busy = st.busy();
+            if busy || st.pending.is_empty() {
                 // A commit is under way, or the records are not appended yet (and never
                 // will be once the journal is closed).
-                if st.closed && !st.busy {
-                    return (st, Standing::Done(Err(stopped())));
+                if st.closed && !busy {
+                    return Step::Done(Err(stopped()));
                 }
-                return (st, Standing::Wait);
+                break;
             }
             if may_commit && st.pending.len() <= self.options.inline_records {
                 st = self.commit(st);
@@ -938,26 +931,17 @@ impl Shared {
             }
             st.requested = st.requested.max(lsn);
             self.wake(&st, &[ThreadWait::Idle, ThreadWait::Deadline]);
-            return (st, Standing::Wait);
+            break;
         }
-    }
-
-    fn step(&self, lsn: u64, may_commit: bool) -> Step {
-        let (mut st, standing) = self.stand(self.lock(), lsn, may_commit);
-        match standing {
-            Standing::Done(result) => Step::Done(result),
-            // Registered under the lock: the commit that could release this waiter looks
-            // at the waiters under the same lock, after this.
-            Standing::Wait => {
-                let (tx, rx) = oneshot::channel();
-                st.waiters.push(Waiter {
-                    lsn,
-                    may_commit,
-                    tx,
-                });
-                Step::Wait(rx)
-            }
-        }
+        // Registered under the lock: the commit that could release this waiter looks at
+        // the waiters under the same lock, after this.
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push(Waiter {
+            lsn,
+            may_commit,
+            tx,
+        });
+        Step::Wait(rx)
     }
 
     fn wait_blocking(&self, lsn: u64) -> Result<(), JournalError> {
@@ -987,7 +971,7 @@ impl Shared {
     fn run(&self) {
         let mut st = self.lock();
         loop {
-            if st.failed.is_some() && !st.busy {
+            if st.failed.is_some() && !st.busy() {
                 break;
             }
             let now = Instant::now();
@@ -998,15 +982,15 @@ impl Shared {
                     || !self.options.fsync
                     || st.pending.len() >= self.options.max_batch
                     || deadline.is_some_and(|d| now >= d));
-            if due && !st.busy {
+            if due && !st.busy() {
                 st = self.commit(st);
                 continue;
             }
-            if st.closing && st.pending.is_empty() && !st.busy {
+            if st.closing && st.pending.is_empty() && !st.busy() {
                 break;
             }
             st = match deadline {
-                Some(at) if !st.busy => {
+                Some(at) if !st.busy() => {
                     st.thread = ThreadWait::Deadline;
                     self.wake_thread
                         .wait_timeout(st, at.saturating_duration_since(now))
@@ -1081,7 +1065,7 @@ impl Journal {
 
     fn with_io(io: Io, last_lsn: u64, options: Options) -> Result<Self, JournalError> {
         let dir = io.dir.clone();
-        let (durable_tx, durable) = watch::channel(Durable {
+        let (durable, _) = watch::channel(Durable {
             lsn: last_lsn,
             failed: None,
         });
@@ -1090,9 +1074,7 @@ impl Journal {
             state: std::sync::Mutex::new(State {
                 pending: Vec::new(),
                 oldest: None,
-                appended: last_lsn,
                 durable: last_lsn,
-                busy: false,
                 io: Some(io),
                 requested: 0,
                 thread: ThreadWait::Running,
@@ -1102,7 +1084,7 @@ impl Journal {
                 failed: None,
             }),
             wake_thread: Condvar::new(),
-            durable: durable_tx,
+            durable,
         });
         let writer = shared.clone();
         let thread = thread::Builder::new()
@@ -1111,7 +1093,6 @@ impl Journal {
             .map_err(|e| io_error(&dir, &e))?;
         Ok(Self {
             shared,
-            durable,
             thread: Some(thread),
         })
     }
@@ -1140,7 +1121,6 @@ impl Journal {
             .journal_queue
             .add(entries.len() as i64);
         st.pending.extend(entries);
-        st.appended = lsn;
         st.oldest.get_or_insert_with(Instant::now);
         let urgent =
             !self.shared.options.fsync || st.pending.len() >= self.shared.options.max_batch;
@@ -1164,7 +1144,7 @@ impl Journal {
     /// A ticket that completes once every record up to `lsn` is durable: awaiting it
     /// commits records written without a ticket now rather than at their deadline.
     pub fn sync(&self, lsn: u64) -> Ticket {
-        if self.durable.borrow().lsn >= lsn {
+        if self.shared.durable.borrow().lsn >= lsn {
             return Ticket::ready();
         }
         Ticket {
@@ -1175,17 +1155,17 @@ impl Journal {
 
     /// The reason the writer stopped, if it did.
     pub fn failed(&self) -> Option<Arc<str>> {
-        self.durable.borrow().failed.clone()
+        self.shared.durable.borrow().failed.clone()
     }
 
     /// The durable LSN.
     pub fn durable_lsn(&self) -> u64 {
-        self.durable.borrow().lsn
+        self.shared.durable.borrow().lsn
     }
 
     /// A receiver of the durable position (for readiness and waiters).
     pub fn watch(&self) -> watch::Receiver<Durable> {
-        self.durable.clone()
+        self.shared.durable.subscribe()
     }
 
     /// Completes once every record up to `lsn` is durable. Cancellation safe.

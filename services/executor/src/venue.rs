@@ -417,7 +417,7 @@ impl PaperVenue {
         let after = file.metadata().map_err(err)?.len();
         drop(file);
 
-        let history = ledger_history(&path).map_err(err)?;
+        let mut history = ledger_history(&path).map_err(err)?;
         let archive = match history.iter().find(|(_, p)| same_file(p, &before)) {
             // A compaction that crashed after the link kept the history already.
             Some((_, kept)) => kept.clone(),
@@ -426,6 +426,7 @@ impl PaperVenue {
                 let archive = dir.join(format!("{name}.{n}"));
                 fs::hard_link(&path, &archive).map_err(err)?;
                 fsync_dir(&dir).map_err(err)?;
+                history.push((n, archive.clone()));
                 archive
             }
         };
@@ -436,7 +437,7 @@ impl PaperVenue {
             .append(true)
             .open(&path)
             .map_err(err)?;
-        let pruned = prune_history(&path, self.config.ledger_history_files);
+        let pruned = prune_history(&history, self.config.ledger_history_files);
         self.ledger = Some((path, file));
         (self.ledger_len, self.compacted_len) = (after, after);
         Ok(Some(Compacted {
@@ -788,21 +789,14 @@ fn ledger_history(path: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// Deletes the history files of the ledger at `path` older than the newest `keep` (0:
-/// deletes none) and returns how many went. One that cannot be deleted is logged and
-/// left to the next compaction; a crash before the deletions are on disk leaves files
-/// that the next compaction deletes again.
-fn prune_history(path: &Path, keep: usize) -> usize {
+/// Deletes the files of `history` (oldest first, as [`ledger_history`] lists them) older
+/// than the newest `keep` (0: deletes none) and returns how many went. One that cannot be
+/// deleted is logged and left to the next compaction; a crash before the deletions are on
+/// disk leaves files that the next compaction deletes again.
+fn prune_history(history: &[(u64, PathBuf)], keep: usize) -> usize {
     if keep == 0 {
         return 0;
     }
-    let history = match ledger_history(path) {
-        Ok(history) => history,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "paper venue history not listed; nothing deleted");
-            return 0;
-        }
-    };
     let excess = history.len().saturating_sub(keep);
     history[..excess]
         .iter()

@@ -419,7 +419,7 @@ async fn a_wait_given_up_while_another_commit_runs_leaves_its_records_to_the_wri
         .name("committing".into())
         .spawn(move || first.wait_blocking())
         .unwrap();
-    while !j.shared.lock().busy {
+    while !j.shared.lock().busy() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     // Record 2 waits behind the commit of record 1, and its waiter goes away.
